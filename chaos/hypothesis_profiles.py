@@ -1,0 +1,52 @@
+"""Hypothesis profiles, registered in exactly one place.
+
+- ``fast``: the default test run (``tox``); a short walk of every machine.
+- ``chaos``: ``tox -e chaos``; longer programs, more examples, blobs printed.
+- ``deep``: long soak runs by hand (``--hypothesis-profile=deep``).
+- ``ci-chaos``: ``chaos`` sized for CI's budget (selected by ``.ci/run``).
+
+Deadlines are off everywhere: steps talk to real servers through injected
+latency, so a step's duration says nothing about correctness. The example
+database lives in the repository's ``.hypothesis/`` so that a rerun replays
+the last failure first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DATABASE_DIR = REPO_ROOT / ".hypothesis" / "examples"
+
+PROFILES: dict[str, dict] = {
+    "fast": {"max_examples": 8, "stateful_step_count": 15},
+    "chaos": {"max_examples": 40, "stateful_step_count": 30},
+    "ci-chaos": {"max_examples": 25, "stateful_step_count": 25},
+    "deep": {"max_examples": 400, "stateful_step_count": 80},
+}
+DEFAULT_PROFILE = "fast"
+
+
+def register_profiles() -> None:
+    """Register every profile; safe to call more than once."""
+    common = {
+        "deadline": None,
+        "print_blob": True,
+        "database": DirectoryBasedExampleDatabase(str(EXAMPLE_DATABASE_DIR)),
+        "suppress_health_check": [
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.filter_too_much,
+        ],
+    }
+    for name, budget in PROFILES.items():
+        settings.register_profile(name, **common, **budget)
+
+
+def budget(name: str | None = None) -> dict:
+    """The example and step budget of a profile (the loaded one by default)."""
+    name = name or settings.get_current_profile_name()
+    return PROFILES.get(name, PROFILES[DEFAULT_PROFILE])
