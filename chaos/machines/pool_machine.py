@@ -1,0 +1,801 @@
+"""The state machines: arbitrary sequences of requests, session dirt, settings changes and faults.
+
+``PoolMachine`` drives a :class:`~chaos.targets.base.Target` (plain_pool by
+default) and checks after every step that the pooled backend keeps its
+guarantees. Faults, the max_lifetime clock and prepared statements come as
+mixins, so a test picks the rules it can afford (a proxy of its own, a server
+of its own) with :func:`machine_for`::
+
+    Machine = machine_for(env, NetworkFaults, ServerFaults, options=TargetOptions(...))
+    run_state_machine_as_test(Machine, settings=settings(parent=settings()))
+
+What the model predicts (:mod:`chaos.machines.model`) is compared with what
+each step observed; a difference raises the invariant's own exception
+(:mod:`chaos.machines.errors`). Preconditions read only the model.
+
+Printed steps are valid Python: requests are bundle variables, faults and
+dirt are frozen dataclasses with constructor reprs, settings are
+``SettingsValue(...)``; so a failing program pastes into a regression test
+(see tests/properties/test_regressions.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import psycopg
+from hypothesis import event, note
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from psycopg import errors as pgerrors
+from psycopg_pool import PoolTimeout
+
+from chaos.faults.base import Effects, Fault
+from chaos.faults.network import Down, HalfOpen, Latency, ResetPeer, TimedClose
+from chaos.faults.outcomes import Outcome, classify, combined_effects, explained
+from chaos.faults.outcomes import is_connection_lost as _lost
+from chaos.faults.schedule import FaultSchedule
+from chaos.faults.server import Crash, RestartFast, RestartImmediate, TerminateBackends
+from chaos.machines.checks import check_session
+from chaos.machines.dirt import DIRT, Dirt
+from chaos.machines.errors import (
+    DeadConnectionHandedOut,
+    DoubleCheckout,
+    Hang,
+    LifetimeNotEnforced,
+    NoRecoveryAfterHeal,
+    PhantomCommit,
+    PoolOutOfBounds,
+    PreparedStatementsBroken,
+    UnexplainedError,
+    WrongPool,
+)
+from chaos.machines.model import Holding, Model, RequestState, SettingsValue
+from chaos.targets.base import (
+    CheckoutResult,
+    Session,
+    StepTimeout,
+    Target,
+    TargetOptions,
+    TargetRequest,
+)
+
+#: Settings values the machines move between (each gets its expected fingerprint, cached).
+TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
+ROLES = (None, "chaos_app")
+PHANTOM_TABLE = "chaos_phantom"
+
+#: How long after heal_all a checkout must succeed again.
+RECOVERY_BOUND = 10.0
+#: A step's bound when no blocking fault is active (timeouts must end every wait sooner).
+STEP_BOUND = 20.0
+#: A step's bound while a blocking fault (half_open) is active: the wait is expected.
+BLOCKED_STEP_BOUND = 2.5
+#: Slack on max_lifetime: backend_start (server clock) precedes the pool's own stamp.
+LIFETIME_SLACK = 0.35
+
+#: Queries the prepared-statements machine repeats (each becomes a server-side _pg3_N).
+REPEATED_QUERIES = (
+    "SELECT 1",
+    "SELECT %s::int + 1",
+    "SELECT count(*) FROM pg_class WHERE relkind = %s",
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A simulated request; printed as ``Request(1)``."""
+
+    number: int
+
+    def __repr__(self) -> str:
+        return f"Request({self.number})"
+
+
+@dataclass
+class MachineEnv:
+    """What a machine run is bound to: servers, proxy, target factory, and the run's record."""
+
+    server: Any
+    proxy: Any | None
+    make_target: Callable[[TargetOptions], Target]
+    server_faults: bool = False
+    toxiproxy_kind: str = "?"
+    #: Set by every machine instance: the last one is the failing example's.
+    last_schedule: FaultSchedule | None = None
+    last_target: str = ""
+    examples: int = 0
+    steps: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    _prepared: set[str] = field(default_factory=set)
+
+    def server_version(self) -> str:
+        return str(getattr(self.server, "version", "?"))
+
+    def describe(self) -> str:
+        return (
+            f"postgres {self.server_version()} at {getattr(self.server, 'host', '?')}:"
+            f"{getattr(self.server, 'port', '?')}; toxiproxy {self.toxiproxy_kind}; "
+            f"target {self.last_target}"
+        )
+
+    def admin(self) -> psycopg.Connection:
+        """A fresh autocommit superuser connection straight to the server (no proxy)."""
+        return self.server.connect()
+
+    def prepare_database(self) -> None:
+        """Roles and the phantom-write table every machine needs (idempotent, race-safe)."""
+        key = f"{getattr(self.server, 'host', '')}:{getattr(self.server, 'port', '')}"
+        if key in self._prepared:
+            return
+        from chaos.machines.dirt import INTRUDER_ROLE
+
+        for role in (*[r for r in ROLES if r], INTRUDER_ROLE):
+            _ignore_races(lambda role=role: self.server.create_role(role))
+        with self.admin() as conn:
+            _ignore_races(
+                lambda: conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {PHANTOM_TABLE} (token text PRIMARY KEY)"
+                )
+            )
+            conn.execute(f"GRANT ALL ON {PHANTOM_TABLE} TO PUBLIC")
+        self._prepared.add(key)
+
+
+def _ignore_races(fn: Callable[[], Any]) -> None:
+    """Run an idempotent DDL; a concurrent creator's unique violation means done."""
+    try:
+        fn()
+    except (pgerrors.UniqueViolation, pgerrors.DuplicateObject, pgerrors.DuplicateTable):
+        pass
+
+
+def settings_values() -> st.SearchStrategy[SettingsValue]:
+    return st.builds(
+        SettingsValue,
+        time_zone=st.sampled_from(TIME_ZONES),
+        use_tz=st.booleans(),
+        role=st.sampled_from(ROLES),
+    )
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """Requests, session dirt, settings changes, pool maintenance; no faults (see the mixins)."""
+
+    env: ClassVar[MachineEnv]
+    options: ClassVar[TargetOptions] = TargetOptions()
+    max_requests: ClassVar[int] = 4
+    _expected_cache: ClassVar[dict[tuple, Any]] = {}
+
+    requests = Bundle("requests")
+
+    def __init__(self) -> None:
+        super().__init__()
+        env = self.env
+        env.prepare_database()
+        self.model = Model(max_size=self.options.max_size, max_lifetime=self.options.max_lifetime)
+        self.schedule = FaultSchedule()
+        env.last_schedule = self.schedule
+        env.examples += 1
+        self.nemesis = self._make_nemesis()
+        self.target: Target = env.make_target(self.options)
+        env.last_target = self.target.description
+        self.handles: dict[int, TargetRequest] = {}
+        self.run_id = uuid.uuid4().hex[:8]
+        self.tokens = 0
+        self._admin: psycopg.Connection | None = None
+
+    # -- plumbing ----------------------------------------------------------
+    def _make_nemesis(self) -> Any:
+        from chaos.faults.nemesis import Nemesis
+
+        return Nemesis(
+            self.env.proxy,
+            self.env.server,
+            schedule=self.schedule,
+            server_faults=self.env.server_faults,
+        )
+
+    def _step(self, name: str) -> None:
+        self.env.steps += 1
+        self.schedule_note(name)
+
+    def schedule_note(self, text: str) -> None:
+        self.model.schedule.append(text)
+
+    def _effects(self) -> Effects:
+        return combined_effects(self.model.active_faults.values())
+
+    def _bound(self) -> float:
+        return BLOCKED_STEP_BOUND if self._effects().blocks else STEP_BOUND
+
+    def _outcome(self, what: str, outcome: Outcome | str, exc: BaseException | None = None) -> None:
+        label = f"{what}: {outcome.value if isinstance(outcome, Outcome) else outcome}"
+        event(label)
+        self.env.outcomes[label] = self.env.outcomes.get(label, 0) + 1
+        if exc is not None:
+            note(f"{what} -> {outcome}: {type(exc).__name__}: {str(exc).strip()[:200]}")
+
+    def expected(self, settings: SettingsValue) -> Any:
+        key = (self.target.cache_key, settings)
+        cache = type(self)._expected_cache
+        if key not in cache:
+            cache[key] = self.target.expected_fingerprint(settings)
+        return cache[key]
+
+    def admin_query(self, sql: str, params: Any = None) -> list[tuple]:
+        for attempt in range(3):
+            try:
+                if self._admin is None or self._admin.closed:
+                    self._admin = self.env.admin()
+                return self._admin.execute(sql, params).fetchall()
+            except psycopg.OperationalError:
+                with contextlib.suppress(Exception):
+                    self._admin.close()  # type: ignore[union-attr]
+                self._admin = None
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
+
+    def _handle(self, request: Request) -> TargetRequest:
+        return self.handles[request.number]
+
+    def _settle_stuck(self, request: Request, timeout: float) -> bool:
+        """A stuck request: wait for its pending call; True when it is free again."""
+        state = self.model.requests[request.number]
+        if not state.stuck:
+            return True
+        try:
+            self._handle(request).settle(timeout)
+        except StepTimeout:
+            return False
+        except Exception as exc:  # the call it was stuck in ended in an error
+            note(f"{request!r} unstuck with {type(exc).__name__}: {exc}")
+        state.stuck = False
+        self._resync(request)
+        return True
+
+    def _resync(self, request: Request) -> None:
+        """After an uncertain outcome: ask the request whether it still holds a connection."""
+        state = self.model.requests[request.number]
+        holds = self._handle(request).holds_connection()
+        if not holds:
+            state.holding = None
+        elif state.holding is None:
+            state.holding = Holding(
+                backend=None,  # type: ignore[arg-type]
+                generation=self.model.generation,
+                settings=self.model.settings,
+                fault_epoch=self.model.fault_epoch,
+                faults_active_at_checkout=True,
+                age_at_checkout=0.0,
+                checked_out_at=time.monotonic(),
+                broken=True,
+            )
+        else:
+            state.holding.broken = True
+
+    def _failed(
+        self,
+        request: Request | None,
+        what: str,
+        exc: BaseException,
+        *,
+        wrote: bool = False,
+    ) -> Outcome:
+        """Judge an error: raise the invariant it breaks, or record it as allowed."""
+        if isinstance(exc, PoolTimeout | psycopg.Error) and isinstance(
+            exc, pgerrors.InvalidSqlStatementName | pgerrors.DuplicatePreparedStatement
+        ):
+            raise PreparedStatementsBroken(f"{what}: {type(exc).__name__}: {exc}") from exc
+        holding = self.model.requests[request.number].holding if request else None
+        effects = self._effects()
+        outcome = classify(exc, wrote=wrote)
+        if explained(exc, effects):
+            allowed = True
+        elif holding is not None and what != "checkout":
+            allowed = (holding.exposed(self.model) or holding.broken) and _lost(exc)
+        else:
+            allowed = False
+        if not allowed and what == "checkout":
+            if isinstance(exc, PoolTimeout):
+                allowed = self.model.recovery_pending or self.model.pool_exhausted()
+            elif _lost(exc) and self.options.health_checks:
+                raise DeadConnectionHandedOut(
+                    f"{what} of {request!r} got a dead connection with no fault active "
+                    f"(health checks on): {type(exc).__name__}: {exc}"
+                ) from exc
+        if not allowed and holding is not None and holding.generation != self.model.generation:
+            if isinstance(exc, ValueError) or "pool" in str(exc).lower():
+                raise WrongPool(
+                    f"{what} of {request!r} (connection from pool generation "
+                    f"{holding.generation}, now {self.model.generation}): {exc}"
+                ) from exc
+        if not allowed:
+            raise UnexplainedError(
+                f"{what} of {request!r} failed with no fault to explain it: "
+                f"{type(exc).__name__}: {exc} (active: {list(self.model.active_faults.values())})"
+            ) from exc
+        self._outcome(what, outcome, exc)
+        if request is not None and _lost(exc):
+            self._resync(request)
+        return outcome
+
+    def _timed_out(self, request: Request, what: str) -> None:
+        if self._effects().blocks:
+            self.model.requests[request.number].stuck = True
+            self._outcome(what, "stuck (blocking fault)")
+            return
+        raise Hang(f"{what} of {request!r} did not return within {STEP_BOUND}s, no blocking fault")
+
+    # -- checkout and its invariants --------------------------------------
+    def _checkout(self, request: Request) -> bool:
+        """Make ``request`` hold a connection; run the checkout invariants. False if none."""
+        state = self.model.requests[request.number]
+        if state.stuck and not self._settle_stuck(request, 0.0):
+            return False
+        if state.holding is not None:
+            return not state.holding.broken
+        exhausted = self.model.pool_exhausted()
+        try:
+            result = self._handle(request).checkout(self._bound())
+        except StepTimeout:
+            self._timed_out(request, "checkout")
+            return False
+        except Exception as exc:
+            self._failed(request, "checkout", exc)
+            return False
+        self._outcome("checkout", Outcome.OK)
+        self._check_checkout(request, result, exhausted)
+        state.holding = Holding(
+            backend=result.backend,
+            generation=self.model.generation,
+            settings=self.model.settings,
+            fault_epoch=self.model.fault_epoch,
+            faults_active_at_checkout=self.model.faults_active,
+            age_at_checkout=result.age,
+            checked_out_at=time.monotonic(),
+        )
+        return True
+
+    def _check_checkout(self, request: Request, result: CheckoutResult, exhausted: bool) -> None:
+        settings = self.model.settings
+        check_session(
+            result.fingerprint,
+            self.expected(settings),
+            context=(
+                f"{request!r} checked out {result.backend!r}, settings in force {settings!r}; "
+                "its session differs from a freshly configured one"
+            ),
+        )
+        for other in self.model.holders():
+            if other.holding.backend == result.backend and not other.holding.broken:
+                raise DoubleCheckout(
+                    f"{result.backend!r} handed to {request!r} while Request({other.number}) "
+                    "still holds it"
+                )
+        if result.backend in self.model.retired:
+            raise LifetimeNotEnforced(
+                f"{result.backend!r} was returned older than max_lifetime="
+                f"{self.options.max_lifetime}s and handed out again (age now {result.age:.2f}s)"
+            )
+        if exhausted and not self.model.faults_active and not self.model.recovery_pending:
+            raise PoolOutOfBounds(
+                f"{request!r} got a connection although requests hold all "
+                f"{self.model.max_size} connections of the current pool"
+            )
+
+    # -- rules: requests ---------------------------------------------------
+    @initialize(settings=settings_values())
+    def initial_settings(self, settings: SettingsValue) -> None:
+        """Start from any settings value (before any request exists)."""
+        self._change_settings(settings, None)
+
+    @precondition(lambda self: len(self.model.requests) < self.max_requests)
+    @rule(target=requests)
+    def open_request(self) -> Request:
+        self._step("open_request")
+        number = self.model.open_request()
+        self.handles[number] = self.target.open_request(number)
+        return Request(number)
+
+    @rule(request=consumes(requests))
+    def finish_request(self, request: Request) -> None:
+        """request_finished: the connection goes back; the request's thread ends."""
+        self._step(f"finish {request!r}")
+        state = self.model.requests[request.number]
+        if state.stuck and not self._settle_stuck(request, 0.0):
+            # Still blocked: leave it to teardown (heal unblocks it).
+            return
+        holding = state.holding
+        try:
+            self._handle(request).finish(self._bound())
+        except StepTimeout:
+            self._timed_out(request, "finish")
+            return
+        except Exception as exc:
+            self._failed(request, "finish", exc)
+        self._returned(holding)
+        del self.model.requests[request.number]
+        self.handles.pop(request.number, None)
+
+    @rule(request=requests)
+    def checkout(self, request: Request) -> None:
+        self._step(f"checkout {request!r}")
+        self._checkout(request)
+
+    @rule(request=requests)
+    def give_back(self, request: Request) -> None:
+        """The wrapper's close(): return the connection, keep the request going."""
+        self._step(f"give_back {request!r}")
+        state = self.model.requests[request.number]
+        if state.stuck and not self._settle_stuck(request, 0.0):
+            return
+        holding = state.holding
+        if holding is None:
+            return
+        try:
+            self._handle(request).give_back(self._bound())
+        except StepTimeout:
+            self._timed_out(request, "give_back")
+            return
+        except Exception as exc:
+            self._failed(request, "give_back", exc)
+        self._returned(holding)
+        state.holding = None
+
+    def _returned(self, holding: Holding | None) -> None:
+        if holding is None:
+            return
+        self.model.abandoned_tokens.extend(holding.uncommitted_tokens)
+        if holding.backend is not None and not holding.broken:
+            age = holding.age_at_checkout + (time.monotonic() - holding.checked_out_at)
+            if age > self.options.max_lifetime + LIFETIME_SLACK:
+                self.model.retired.add(holding.backend)
+
+    def _on_connection(
+        self, request: Request, what: str, fn: Callable[[TargetRequest, float], Any], **kw: Any
+    ) -> tuple[Outcome, Any]:
+        if not self._checkout(request):
+            return Outcome.FAILED, None
+        try:
+            result = fn(self._handle(request), self._bound())
+        except StepTimeout:
+            self._timed_out(request, what)
+            return Outcome.UNCERTAIN, None
+        except Exception as exc:
+            return self._failed(request, what, exc, **kw), exc
+        self._outcome(what, Outcome.OK)
+        return Outcome.OK, result
+
+    @rule(request=requests, dirt=st.sampled_from(DIRT))
+    def dirty_session(self, request: Request, dirt: Dirt) -> None:
+        """User SQL leaving session state behind (GUC, role, temp table, lock, LISTEN, ...)."""
+        self._step(f"dirty {request!r} {dirt!r}")
+        state = self.model.requests[request.number]
+        holding = state.holding
+        if holding is not None and (holding.in_transaction or holding.tx_failed):
+            # Inside a transaction: the dirt would be rolled back or refused; keep it simple.
+            return
+        outcome, _ = self._on_connection(request, "dirty", lambda h, b: h.run(dirt.apply, b))
+        if outcome is Outcome.OK and getattr(dirt, "attr", None) == "autocommit":
+            state.holding.autocommit = bool(dirt.value)  # type: ignore[union-attr]
+
+    @rule(request=requests, how=st.sampled_from(["begin", "autocommit_off"]))
+    def leave_transaction_open(self, request: Request, how: str) -> None:
+        """Write in a transaction and never commit: the reset must roll it back."""
+        self._step(f"open transaction {request!r} ({how})")
+        state = self.model.requests[request.number]
+        if state.holding is not None and (state.holding.in_transaction or state.holding.tx_failed):
+            return
+        self.tokens += 1
+        token = f"{self.run_id}-{self.tokens}"
+
+        def write(session: Session) -> None:
+            session.begin(how)
+            session.execute(f"INSERT INTO {PHANTOM_TABLE} (token) VALUES (%s)", [token])
+
+        if not self._checkout(request):
+            return
+        holding = state.holding
+        assert holding is not None
+        outcome, _ = self._on_connection(
+            request, "write_uncommitted", lambda h, b: h.run(write, b), wrote=True
+        )
+        if outcome is not Outcome.FAILED:
+            # Uncertain too: the INSERT may have run; it must never become visible.
+            holding.uncommitted_tokens.append(token)
+            holding.in_transaction = True
+
+    @rule(request=requests)
+    def fail_transaction(self, request: Request) -> None:
+        """Leave a failed transaction (an error inside BEGIN) for the reset to clean up."""
+        self._step(f"fail transaction {request!r}")
+        state = self.model.requests[request.number]
+        if not self._checkout(request):
+            return
+        holding = state.holding
+        assert holding is not None
+        if holding.in_transaction or holding.tx_failed:
+            return
+
+        def fail(session: Session) -> None:
+            session.begin("begin")
+            try:
+                session.execute("SELECT 1 / 0")
+            except pgerrors.DivisionByZero:
+                return
+            raise AssertionError("SELECT 1 / 0 did not fail")
+
+        outcome, _ = self._on_connection(request, "fail_transaction", lambda h, b: h.run(fail, b))
+        if outcome is Outcome.OK:
+            holding.tx_failed = True
+
+    # -- rules: settings and pool maintenance --------------------------------
+    @rule(settings=settings_values())
+    def change_settings(self, settings: SettingsValue) -> None:
+        """update_settings + ensure_timezone from a thread holding no connection."""
+        self._change_settings(settings, None)
+
+    @rule(request=requests, settings=settings_values())
+    def change_settings_in_request(self, request: Request, settings: SettingsValue) -> None:
+        """The same from a request's thread (its wrapper may hold a connection)."""
+        state = self.model.requests[request.number]
+        if state.stuck:
+            return
+        self._change_settings(settings, request)
+
+    def _change_settings(self, settings: SettingsValue, request: Request | None) -> None:
+        self._step(f"change settings {settings!r} via {request!r}")
+        via = self._handle(request) if request is not None else None
+        try:
+            self.target.change_settings(settings, via, self._bound())
+        except StepTimeout:
+            assert request is not None
+            self._timed_out(request, "change_settings")
+        except Exception as exc:
+            self._failed(request, "change_settings", exc)
+        if self.target.pool_replaced_by(self.model.settings, settings):
+            self.model.generation += 1
+        self.model.settings = settings
+        if request is not None and self.model.requests[request.number].holding is not None:
+            # ensure_timezone reconfigured the held connection: it now differs from a fresh one
+            # only in ways the reset undoes; nothing to record.
+            pass
+
+    @rule()
+    def close_pool(self) -> None:
+        self._step("close_pool")
+        try:
+            self.target.close_pool()
+        except Exception as exc:
+            self._failed(None, "close_pool", exc)
+        self.model.generation += 1
+
+    @rule()
+    def check_pool(self) -> None:
+        """pool.check(): discard broken and expired idle connections."""
+        self._step("check_pool")
+        try:
+            self.target.check_pool()
+        except Exception as exc:
+            self._failed(None, "check_pool", exc)
+
+    # -- invariants ----------------------------------------------------------
+    @invariant()
+    def pool_within_bounds(self) -> None:
+        stats = self.target.stats()
+        if not stats:
+            return
+        size = stats.get("pool_size", 0)
+        available = stats.get("pool_available", 0)
+        pool_max = stats.get("pool_max", self.options.max_size)
+        if pool_max != self.options.max_size or size > pool_max or available > size:
+            raise PoolOutOfBounds(f"pool stats out of bounds: {stats}")
+        held = self.model.held_from_current_pool()
+        if held > pool_max:
+            raise PoolOutOfBounds(f"requests hold {held} connections of a pool of {pool_max}")
+
+    @invariant()
+    def no_phantom_commits(self) -> None:
+        tokens = self.model.abandoned_tokens
+        if not tokens:
+            return
+        rows = self.admin_query(
+            f"SELECT token FROM {PHANTOM_TABLE} WHERE token = ANY(%s)", [list(tokens)]
+        )
+        if rows:
+            raise PhantomCommit(
+                f"uncommitted writes became visible after their request returned the "
+                f"connection: {sorted(r[0] for r in rows)}"
+            )
+
+    # -- teardown ------------------------------------------------------------
+    def teardown(self) -> None:
+        errors: list[str] = []
+        with contextlib.suppress(Exception):
+            self.nemesis.heal_all()
+        for number, handle in list(self.handles.items()):
+            try:
+                handle.finish(5.0)
+            except Exception as exc:  # the run is over; what matters is releasing it
+                errors.append(f"Request({number}): {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            self.target.close()
+        if self._admin is not None:
+            with contextlib.suppress(Exception):
+                if self.model.abandoned_tokens:
+                    self._admin.execute(
+                        f"DELETE FROM {PHANTOM_TABLE} WHERE token = ANY(%s)",
+                        [list(self.model.abandoned_tokens)],
+                    )
+                self._admin.close()
+
+
+class LifetimeRules:
+    """Let time pass beyond a small max_lifetime (a rule, not a timer)."""
+
+    model: Model
+    options: TargetOptions
+
+    @precondition(lambda self: self.options.max_lifetime <= 2.0)
+    @rule(factor=st.sampled_from([0.5, 1.5]))
+    def let_time_pass(self, factor: float) -> None:
+        self._step(f"sleep {factor} x max_lifetime")  # type: ignore[attr-defined]
+        time.sleep(self.options.max_lifetime * factor)
+
+
+class PreparedRules:
+    """Repeat queries so that psycopg prepares them (run with prepare_threshold=0)."""
+
+    @precondition(lambda self: self.options.prepare_threshold is not None)
+    @rule(
+        request=PoolMachine.requests,
+        query=st.sampled_from(REPEATED_QUERIES),
+        times=st.integers(1, 3),
+    )
+    def repeat_query(self, request: Request, query: str, times: int) -> None:
+        self._step(f"repeat {query!r} x{times} on {request!r}")  # type: ignore[attr-defined]
+        params = [] if "%s" not in query else (["r"] if "relkind" in query else [1])
+
+        def run(session: Session) -> None:
+            for _ in range(times):
+                session.execute(query, params)
+
+        state = self.model.requests[request.number]  # type: ignore[attr-defined]
+        if state.holding is not None and (state.holding.in_transaction or state.holding.tx_failed):
+            return
+        self._on_connection(  # type: ignore[attr-defined]
+            request, "repeat_query", lambda h, b: h.run(run, b)
+        )
+
+
+#: The faults the machines draw from: printed as constructor calls.
+NETWORK_FAULTS: tuple[Fault, ...] = (
+    Latency(ms=30, jitter=10),
+    ResetPeer(),
+    Down(),
+    HalfOpen(),
+    TimedClose(timeout=500),
+)
+SERVER_FAULTS: tuple[Fault, ...] = (
+    RestartFast(),
+    RestartImmediate(),
+    Crash(),
+    TerminateBackends(),
+)
+
+
+class FaultRules:
+    """Heal, and the recovery bound after it."""
+
+    model: Model
+
+    def _inject(self, fault: Fault) -> None:
+        self._step(f"inject {fault!r}")  # type: ignore[attr-defined]
+        self.nemesis.apply(fault)  # type: ignore[attr-defined]
+        self.model.fault_applied(fault.name, fault, lasting=not fault.effects.instantaneous)
+        event(f"fault: {fault.name}")
+        if fault.effects.instantaneous:
+            self._recover("after " + repr(fault))
+
+    @precondition(lambda self: self.model.faults_active or self.model.recovery_pending)
+    @rule()
+    def heal(self) -> None:
+        self._step("heal")  # type: ignore[attr-defined]
+        self.nemesis.heal_all()  # type: ignore[attr-defined]
+        self.model.faults_healed()
+        self._recover("after heal")
+
+    def _recover(self, why: str) -> None:
+        """Checkouts must work again within RECOVERY_BOUND; stuck requests must come free."""
+        machine: PoolMachine = self  # type: ignore[assignment]
+        if self.model.faults_active:
+            return
+        time.sleep(0.05)  # let the proxy finish closing what the heal broke
+        for number, state in list(self.model.requests.items()):
+            if state.stuck and not machine._settle_stuck(Request(number), STEP_BOUND):
+                raise Hang(f"Request({number}) still blocked {STEP_BOUND}s after {why}")
+        deadline = time.monotonic() + RECOVERY_BOUND
+        number = -(machine.env.steps + 1)
+        probe = machine.target.open_request(number)
+        self.model.requests[number] = RequestState(number)
+        try:
+            attempts = 0
+            while True:
+                attempts += 1
+                exhausted = self.model.pool_exhausted()
+                try:
+                    result = probe.checkout(STEP_BOUND)
+                except PoolTimeout as exc:
+                    if time.monotonic() > deadline:
+                        raise NoRecoveryAfterHeal(
+                            f"no checkout succeeded within {RECOVERY_BOUND}s {why}: {exc}"
+                        ) from exc
+                    if exhausted:
+                        break  # every slot is held by a request: nothing to prove
+                    continue
+                except Exception as exc:
+                    machine._failed(Request(number), "checkout", exc)
+                    if time.monotonic() > deadline:
+                        raise NoRecoveryAfterHeal(f"{why}: {exc}") from exc
+                    time.sleep(0.05)
+                    continue
+                machine._check_checkout(Request(number), result, exhausted)
+                probe.give_back(STEP_BOUND)
+                break
+            event(f"recovery attempts: {min(attempts, 3)}{'+' if attempts > 3 else ''}")
+        finally:
+            with contextlib.suppress(Exception):
+                probe.finish(5.0)
+            del self.model.requests[number]
+        self.model.recovered()
+
+
+class NetworkFaults(FaultRules):
+    """Faults through the proxy: latency, reset_peer, down, half_open, timed_close."""
+
+    @precondition(lambda self: len(self.model.active_faults) < 2)
+    @rule(fault=st.sampled_from(NETWORK_FAULTS))
+    def inject_network_fault(self, fault: Fault) -> None:
+        if fault.name in self.model.active_faults:
+            return
+        self._inject(fault)
+
+
+class ServerFaults(FaultRules):
+    """Server faults: fast and immediate restarts, a crash, terminated backends."""
+
+    @precondition(lambda self: self.env.server_faults)
+    @rule(fault=st.sampled_from(SERVER_FAULTS))
+    def inject_server_fault(self, fault: Fault) -> None:
+        self._inject(fault)
+
+
+def machine_for(
+    env: MachineEnv,
+    *mixins: type,
+    options: TargetOptions | None = None,
+    name: str | None = None,
+    max_requests: int | None = None,
+) -> type[PoolMachine]:
+    """A machine class bound to ``env`` with the given rule mixins and target options."""
+    attrs: dict[str, Any] = {"env": env, "options": options or TargetOptions()}
+    if max_requests is not None:
+        attrs["max_requests"] = max_requests
+    cls_name = name or "".join(m.__name__ for m in mixins) + "PoolMachine"
+    return type(cls_name, (*mixins, PoolMachine), attrs)

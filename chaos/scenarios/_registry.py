@@ -1,0 +1,266 @@
+"""The scenario registry: a scenario is a name, a fault schedule, a workload and expectations.
+
+Kept free of servers and pytest so that it can be imported (and unit-tested)
+anywhere; :mod:`chaos.scenarios._runner` executes a scenario, and the pytest
+plugin (:mod:`chaos.fixtures.scenarios`) turns the registry into parametrized
+tests whose ids are the scenario names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chaos.scenarios._runner import ScenarioContext, ScenarioResult
+
+__all__ = [
+    "RESOURCES",
+    "Expectations",
+    "FaultStep",
+    "RegistrationError",
+    "Scenario",
+    "ScenarioRegistry",
+]
+
+#: What a scenario may ask for; the plugin maps each to a fixture.
+#: ``postgres``: the shared server (no server faults allowed);
+#: ``private_postgres``: a server of its own (restart / crash / max_connections);
+#: ``proxy``: a Toxiproxy proxy in front of the server, the pool connects through it.
+RESOURCES = frozenset({"postgres", "private_postgres", "proxy"})
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+class RegistrationError(ValueError):
+    """A scenario that cannot be registered; the message names the scenario and the problem."""
+
+
+@dataclass(frozen=True)
+class FaultStep:
+    """One entry of a fault schedule.
+
+    ``at``: seconds after the workload started. ``fault``: a name the runner
+    knows (``restart``, ``crash``, ``terminate_backends``, ``stop``/``start``,
+    or any fault of :mod:`chaos.faults` such as ``latency``, ``down``,
+    ``reset_peer``, ``half_open``, ``slicer``). ``params``: its arguments.
+    ``hold``: heal it after this many seconds (``None``: a one-shot fault, or
+    healed when the schedule ends).
+    """
+
+    at: float
+    fault: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    hold: float | None = None
+
+    def describe(self) -> str:
+        args = ",".join(f"{k}={v}" for k, v in self.params.items())
+        hold = f" for {self.hold:g}s" if self.hold is not None else ""
+        return f"{self.fault}({args})@{self.at:g}s{hold}"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """A recovery contract stated in numbers; the runner turns each into a verdict.
+
+    - ``max_recovery_s``: from the server accepting again (or the fault healed)
+      to the first successful query through the pool.
+    - ``caller_errors``: ``"none"``; ``"in_flight"`` (only operations that held a
+      connection when the fault hit, at most one per worker per fault);
+      ``"per_connection"`` (at most one per pooled connection per fault, plus
+      the in-flight ones); ``"any"``.
+    - ``max_errors``: an absolute cap on errors callers saw.
+    - ``ledger``: verify the write ledger (no lost write, no phantom commit).
+    - ``sessions``: no session left in pg_stat_activity beyond what the pool holds.
+    - ``min_ok``: at least this many successful operations.
+    - ``extra``: more checks; each returns a list of violations (empty: fine).
+    """
+
+    max_recovery_s: float | None = None
+    caller_errors: str = "any"
+    max_errors: int | None = None
+    ledger: bool = False
+    sessions: bool = True
+    min_ok: int = 1
+    extra: tuple[Callable[[ScenarioResult], list[str]], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.caller_errors not in {"none", "in_flight", "per_connection", "any"}:
+            raise RegistrationError(
+                f"caller_errors must be none/in_flight/per_connection/any, "
+                f"not {self.caller_errors!r}"
+            )
+
+
+#: A workload runs until ``ctx.stop`` is set, recording each operation with ``ctx.op(...)``.
+Workload = Callable[["ScenarioContext"], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named, deterministic fault scenario.
+
+    ``pool`` is merged into ``POSTGRES_POOL``; ``settings`` into the database
+    settings (e.g. ``{"POSTGRES_CONN_HEALTH_CHECKS": False}``); ``variant``
+    names a class of :data:`plain_pool.variants.VARIANTS` to run instead of the
+    reference; ``duration`` is how long the workload runs (the schedule must fit
+    in it); ``marks`` are pytest mark names (``chaos`` puts it in ``tox -e chaos``);
+    ``seeded``: the schedule is drawn from a seed (``PLAIN_POOL_CHAOS_SEED``),
+    printed and used in the replay command.
+    """
+
+    name: str
+    faults: Sequence[FaultStep]
+    workload: Workload
+    expect: Expectations
+    description: str = ""
+    needs: frozenset[str] = frozenset({"private_postgres"})
+    pool: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    variant: str | None = None
+    server_settings: Mapping[str, str] = field(default_factory=dict)
+    duration: float = 3.0
+    threads: int = 4
+    marks: tuple[str, ...] = ("chaos",)
+    seeded: bool = False
+    schedule_factory: Callable[[int], Sequence[FaultStep]] | None = None
+    origin: str = ""
+
+    def schedule(self, seed: int | None = None) -> list[FaultStep]:
+        """The concrete fault schedule (drawn from ``seed`` for seeded scenarios)."""
+        if self.schedule_factory is not None:
+            return list(self.schedule_factory(0 if seed is None else seed))
+        return list(self.faults)
+
+    def describe_faults(self, seed: int | None = None) -> str:
+        return "; ".join(s.describe() for s in self.schedule(seed)) or "-"
+
+
+class ScenarioRegistry:
+    """Named scenarios, in registration order. Duplicate names and bad fields are refused."""
+
+    def __init__(self) -> None:
+        self._scenarios: dict[str, Scenario] = {}
+
+    def add(self, scenario: Scenario) -> Scenario:
+        problems = validate(scenario)
+        if problems:
+            name = getattr(scenario, "name", None)
+            where = f" (from {scenario.origin})" if getattr(scenario, "origin", "") else ""
+            raise RegistrationError(
+                f"scenario {name!r}{where} cannot be registered: " + "; ".join(problems)
+            )
+        existing = self._scenarios.get(scenario.name)
+        if existing is not None and existing is not scenario:
+            raise RegistrationError(
+                f"duplicate scenario name {scenario.name!r}: already registered"
+                f" from {existing.origin or '?'}, again from {scenario.origin or '?'}"
+            )
+        self._scenarios[scenario.name] = scenario
+        return scenario
+
+    def register(
+        self,
+        name: str | None = None,
+        *,
+        faults: Sequence[FaultStep] = (),
+        workload: Workload | None = None,
+        expect: Expectations | None = None,
+        **options: Any,
+    ) -> Scenario:
+        """Keyword form of :meth:`add`; missing fields give a RegistrationError naming them."""
+        missing = [
+            label
+            for label, value in (("name", name), ("workload", workload), ("expect", expect))
+            if value is None
+        ]
+        if missing:
+            raise RegistrationError(
+                f"scenario {name!r} cannot be registered: missing field(s) {', '.join(missing)}"
+            )
+        try:
+            scenario = Scenario(
+                name=name,
+                faults=tuple(faults),
+                workload=workload,
+                expect=expect,
+                **options,  # type: ignore[arg-type]
+            )
+        except TypeError as exc:
+            raise RegistrationError(f"scenario {name!r} cannot be registered: {exc}") from None
+        return self.add(scenario)
+
+    def scenario(self, name: str | None = None, **fields: Any) -> Callable[[Workload], Workload]:
+        """Decorator: the decorated function is the workload; the name defaults to its name."""
+
+        def decorate(fn: Workload) -> Workload:
+            fields.setdefault("origin", f"{fn.__module__}.{fn.__qualname__}")
+            doc = (fn.__doc__ or "").strip()
+            fields.setdefault("description", doc.splitlines()[0] if doc else "")
+            self.register(name or fn.__name__.replace("_", "-"), workload=fn, **fields)
+            return fn
+
+        return decorate
+
+    def __getitem__(self, name: str) -> Scenario:
+        try:
+            return self._scenarios[name]
+        except KeyError:
+            raise KeyError(
+                f"no scenario {name!r}; known: {', '.join(sorted(self._scenarios))}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._scenarios
+
+    def __iter__(self) -> Iterator[Scenario]:
+        return iter(list(self._scenarios.values()))
+
+    def __len__(self) -> int:
+        return len(self._scenarios)
+
+    def names(self) -> list[str]:
+        return list(self._scenarios)
+
+
+def validate(scenario: Any) -> list[str]:
+    """Every problem with a scenario, as short phrases naming the field."""
+    if not isinstance(scenario, Scenario):
+        return [f"expected a chaos.scenarios.Scenario, got {type(scenario).__name__}"]
+    problems = []
+    if not isinstance(scenario.name, str) or not _NAME.match(scenario.name):
+        problems.append(
+            f"name {scenario.name!r} must be lowercase letters, digits, '-', '_' or '.'"
+        )
+    if not callable(scenario.workload):
+        problems.append(f"workload must be callable, got {type(scenario.workload).__name__}")
+    if not isinstance(scenario.expect, Expectations):
+        problems.append(f"expect must be an Expectations, got {type(scenario.expect).__name__}")
+    steps = scenario.faults
+    if isinstance(steps, FaultStep | str) or not isinstance(steps, Sequence):
+        problems.append("faults must be a sequence of FaultStep")
+        steps = ()
+    for i, step in enumerate(steps):
+        if not isinstance(step, FaultStep):
+            problems.append(f"faults[{i}] is a {type(step).__name__}, not a FaultStep")
+        elif step.at < 0 or step.at > scenario.duration:
+            problems.append(
+                f"faults[{i}] ({step.fault}) at {step.at}s is outside the duration "
+                f"{scenario.duration}s"
+            )
+    unknown = set(scenario.needs) - RESOURCES
+    if unknown:
+        problems.append(
+            f"needs has unknown resource(s) {sorted(unknown)}; known: {sorted(RESOURCES)}"
+        )
+    if scenario.seeded and scenario.schedule_factory is None:
+        problems.append("seeded scenarios need a schedule_factory(seed)")
+    if scenario.duration <= 0:
+        problems.append(f"duration must be positive, got {scenario.duration}")
+    if scenario.threads < 1:
+        problems.append(f"threads must be at least 1, got {scenario.threads}")
+    if isinstance(scenario.marks, str):
+        problems.append("marks must be a tuple of mark names, not a string")
+    return problems

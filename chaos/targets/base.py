@@ -1,0 +1,248 @@
+"""The target adapter: the seam between the state machines and a pooled backend.
+
+The machines never call plain_pool directly. They talk to a :class:`Target`
+(the backend as a whole: settings, pool, stats) and to :class:`TargetRequest`
+objects (one simulated web request each: check out, run SQL, give back,
+finish). Another backend - bare psycopg_pool, Django's pooled backend,
+PgBouncer in front - runs the same properties by implementing these two
+classes.
+
+Every request runs on a thread of its own (:class:`RequestThread`) and the
+machine drives it synchronously, one call at a time. Why a real thread rather
+than several wrapper objects in the machine's thread: plain_pool's (and
+Django's) handler keeps one wrapper per *thread*; only real threads exercise
+that thread-local lookup, ``request_started``/``request_finished`` per thread,
+and settings changed in one thread being seen by another thread's wrapper. The
+machine still decides the order of every step, so runs stay deterministic and
+shrinkable. A call that does not return within the step bound is reported to
+the machine (:class:`StepTimeout`), which decides whether an active fault
+explains it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from chaos.machines.model import Backend, SettingsValue
+
+T = TypeVar("T")
+
+
+class StepTimeout(Exception):
+    """A request thread did not finish a call within the step bound."""
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    """What a checkout observed: the session fingerprint and the backend identity.
+
+    ``age`` is the backend's age in seconds at checkout (server clock), used
+    by the max_lifetime invariant.
+    """
+
+    fingerprint: Any
+    backend: Backend
+    age: float
+    pool_id: int | None
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Pool and backend options a machine run asks the target for."""
+
+    min_size: int = 1
+    max_size: int = 3
+    timeout: float = 1.5
+    max_lifetime: float = 600.0
+    max_idle: float = 600.0
+    reconnect_timeout: float = 30.0
+    health_checks: bool = True
+    prepare_threshold: int | None = None
+    variant: str | None = None
+
+
+class RequestThread:
+    """A thread that runs the calls it is given, one at a time, and returns their results."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
+        self._pending: Future | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None and not self._pending.done()
+
+    def settle(self, timeout: float) -> None:
+        """Wait for the call that timed out; raise StepTimeout if it still runs."""
+        future = self._pending
+        if future is None:
+            return
+        try:
+            future.result(timeout)
+        except FutureTimeout:
+            raise StepTimeout(f"{self._thread.name}: still blocked") from None
+        finally:
+            if future.done():
+                self._pending = None
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        if self._pending is not None:
+            with contextlib.suppress(Exception):
+                self.settle(timeout)
+            if self.pending:
+                raise StepTimeout(f"{self._thread.name}: an earlier call is still blocked")
+        future: Future = Future()
+        self._calls.put((fn, future))
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            self._pending = future
+            raise StepTimeout(f"{self._thread.name}: no answer within {timeout:.1f}s") from None
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the thread to end after its current call; True if it ended in time."""
+        self._calls.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+class Session(abc.ABC):
+    """One simulated request's view of the backend; every method runs IN the request's thread."""
+
+    @abc.abstractmethod
+    def checkout(self) -> CheckoutResult:
+        """Make sure the request holds a connection; fingerprint it before anything else runs."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> list[tuple]:
+        """Run user SQL on the request's connection (checking one out if needed)."""
+
+    @abc.abstractmethod
+    def set_client_attr(self, name: str, value: Any) -> None:
+        """Set autocommit / isolation_level / read_only / deferrable on the raw connection."""
+
+    @abc.abstractmethod
+    def begin(self, how: str) -> None:
+        """Open a transaction: ``"begin"`` (raw BEGIN) or ``"autocommit_off"`` (the wrapper's way)."""
+
+    @abc.abstractmethod
+    def ensure_timezone(self) -> None:
+        """Apply a settings change from this thread (the backend's hook)."""
+
+    @abc.abstractmethod
+    def give_back(self) -> None:
+        """Return the connection (the wrapper's close) but keep the request open."""
+
+    @abc.abstractmethod
+    def finish(self) -> None:
+        """End the request (request_finished: what should not outlive it goes back)."""
+
+    @abc.abstractmethod
+    def holds_connection(self) -> bool:
+        """Whether the request's wrapper holds a connection now."""
+
+
+class TargetRequest:
+    """A :class:`Session` bound to a thread of its own, driven from the machine's thread.
+
+    Every call takes a ``bound`` (seconds); past it :class:`StepTimeout` is
+    raised and the call stays pending: :meth:`settle` waits for it later.
+    """
+
+    def __init__(self, number: int, make_session: Callable[[], Session]) -> None:
+        self.number = number
+        self.thread = RequestThread(f"request-{number}")
+        self.session: Session = self.thread.call(make_session, 30.0)
+
+    def run(self, fn: Callable[[Session], T], bound: float) -> T:
+        return self.thread.call(lambda: fn(self.session), bound)
+
+    def settle(self, timeout: float) -> None:
+        """Wait for a call that timed out earlier; re-raise how it ended."""
+        self.thread.settle(timeout)
+
+    def checkout(self, bound: float) -> CheckoutResult:
+        return self.run(lambda s: s.checkout(), bound)
+
+    def give_back(self, bound: float) -> None:
+        self.run(lambda s: s.give_back(), bound)
+
+    def holds_connection(self, bound: float = 5.0) -> bool:
+        try:
+            return self.run(lambda s: s.holds_connection(), bound)
+        except StepTimeout:
+            return True
+
+    def finish(self, bound: float) -> None:
+        """request_finished, then the thread ends (even if finishing failed)."""
+        try:
+            self.run(lambda s: s.finish(), bound)
+        finally:
+            self.thread.stop(0.0 if self.thread.pending else 1.0)
+
+
+class Target(abc.ABC):
+    """A pooled backend under test, as the machines see it."""
+
+    #: Short description printed in failure reports (backend, variant, versions).
+    description: str = "?"
+
+    #: Identifies what expected fingerprints depend on (server, options), for caching.
+    cache_key: Any = None
+
+    @abc.abstractmethod
+    def open_request(self, number: int) -> TargetRequest: ...
+
+    @abc.abstractmethod
+    def change_settings(
+        self, settings: SettingsValue, via: TargetRequest | None, bound: float
+    ) -> None:
+        """Put new settings in force and apply them from ``via``'s thread (or a control thread)."""
+
+    @abc.abstractmethod
+    def pool_replaced_by(self, old: SettingsValue, new: SettingsValue) -> bool:
+        """Whether moving from ``old`` to ``new`` settings puts a new pool in charge."""
+
+    @abc.abstractmethod
+    def close_pool(self) -> None: ...
+
+    @abc.abstractmethod
+    def check_pool(self) -> None: ...
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def expected_fingerprint(self, settings: SettingsValue) -> Any:
+        """Fingerprint of a fresh connection configured for ``settings`` (no pool, no faults)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop every thread and close every pool and connection."""

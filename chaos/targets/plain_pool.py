@@ -1,0 +1,254 @@
+"""plain_pool as a machine target: a ConnectionHandler, one thread per request.
+
+Each target gets an alias of its own (``chaos<N>``), so the process-wide pool
+registry never hands one example's pool to the next; :meth:`close` closes
+every pool registered under that alias. A ``variant`` name picks a
+deliberately broken wrapper from :data:`plain_pool.variants.VARIANTS`
+(the canaries); the expected fingerprints always come from the reference
+:class:`~plain_pool.DatabaseWrapper`, straight to the server (no proxy, no
+pool), configured for the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+import weakref
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from chaos.faults.connect import CHAOS_TIMEOUTS
+from chaos.fingerprint import session_fingerprint
+from chaos.machines.model import Backend, SettingsValue
+from chaos.targets.base import (
+    CheckoutResult,
+    RequestThread,
+    Session,
+    StepTimeout,
+    Target,
+    TargetOptions,
+    TargetRequest,
+)
+from plain_pool import ConnectionHandler, DatabaseWrapper, pools
+from plain_pool.health import CREATED_AT
+
+_aliases = itertools.count(1)
+#: First time a connection without the pool's creation stamp was seen (other targets).
+_first_seen: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+
+def _backend(conn: psycopg.Connection) -> tuple[Backend, float]:
+    created = getattr(conn, CREATED_AT, None)
+    if created is None:
+        created = _first_seen.setdefault(conn, time.monotonic())
+    return Backend(conn.info.backend_pid, round(created, 6)), time.monotonic() - created
+
+
+def settings_dict(
+    host: str,
+    port: int,
+    server: Any,
+    options: TargetOptions,
+    settings: SettingsValue,
+    *,
+    pooled: bool = True,
+) -> dict[str, Any]:
+    """The plain_pool settings for a machine run (chaos-safe connect options)."""
+    pg_options: dict[str, Any] = dict(CHAOS_TIMEOUTS.connect_kwargs())
+    if settings.role:
+        pg_options["assume_role"] = settings.role
+    if options.prepare_threshold is not None:
+        pg_options["prepare_threshold"] = options.prepare_threshold
+    result: dict[str, Any] = {
+        "POSTGRES_HOST": host,
+        "POSTGRES_PORT": port,
+        "POSTGRES_DATABASE": getattr(server, "dbname", "postgres"),
+        "POSTGRES_USER": getattr(server, "superuser", "postgres"),
+        "POSTGRES_OPTIONS": pg_options,
+        "POSTGRES_CONN_HEALTH_CHECKS": options.health_checks,
+        "TIME_ZONE": settings.time_zone,
+        "USE_TZ": settings.use_tz,
+    }
+    if pooled:
+        result["POSTGRES_POOL"] = {
+            "min_size": options.min_size,
+            "max_size": options.max_size,
+            "timeout": options.timeout,
+            "max_lifetime": options.max_lifetime,
+            "max_idle": options.max_idle,
+            "reconnect_timeout": options.reconnect_timeout,
+        }
+    return result
+
+
+class PlainPoolSession(Session):
+    """Runs in the request's own thread: ``handler[alias]`` is that thread's wrapper."""
+
+    def __init__(self, handler: ConnectionHandler, alias: str) -> None:
+        self.handler = handler
+        self.alias = alias
+        handler.request_started()
+
+    @property
+    def db(self) -> DatabaseWrapper:
+        return self.handler[self.alias]
+
+    def checkout(self) -> CheckoutResult:
+        conn = self.db.ensure_connection()
+        fingerprint = session_fingerprint(conn, driver_statements="include")
+        backend, age = _backend(conn)
+        entry = getattr(self.db, "_conn_entry", None)
+        return CheckoutResult(fingerprint, backend, age, id(entry.pool) if entry else None)
+
+    def execute(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> list[tuple]:
+        with self.db.cursor() as cur:
+            cur.execute(sql, params, prepare=prepare)
+            return cur.fetchall() if cur.description is not None else []
+
+    def set_client_attr(self, name: str, value: Any) -> None:
+        conn = self.db.ensure_connection()
+        setattr(conn, name, value)
+        if name == "autocommit":
+            self.db.autocommit = value  # what the wrapper believes, as Django's set_autocommit
+
+    def begin(self, how: str) -> None:
+        if how == "autocommit_off":
+            self.db.set_autocommit(False)
+        else:
+            conn = self.db.ensure_connection()
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                conn.execute("BEGIN", prepare=False)
+
+    def ensure_timezone(self) -> None:
+        self.handler.ensure_timezone(self.alias)
+
+    def give_back(self) -> None:
+        self.db.close()
+
+    def finish(self) -> None:
+        try:
+            self.handler.request_finished()
+        finally:
+            # A request's thread ends here: whatever it still holds goes back.
+            self.db.close()
+
+    def holds_connection(self) -> bool:
+        return self.db.connection is not None
+
+
+class PlainPoolTarget(Target):
+    """plain_pool (or one of its broken variants) behind the fault proxy."""
+
+    def __init__(
+        self,
+        *,
+        server: Any,
+        host: str,
+        port: int,
+        options: TargetOptions,
+        settings: SettingsValue | None = None,
+    ) -> None:
+        from plain_pool.variants import VARIANTS
+
+        self.server = server
+        self.options = options
+        self.host, self.port = host, port
+        self.wrapper_class: type[DatabaseWrapper] = (
+            VARIANTS[options.variant] if options.variant else DatabaseWrapper
+        )
+        self.alias = f"chaos{next(_aliases)}"
+        self.settings = settings or SettingsValue()
+        self.handler = ConnectionHandler(
+            {self.alias: self._settings_dict(self.settings)}, wrapper_class=self.wrapper_class
+        )
+        self.control = RequestThread(f"{self.alias}-control")
+        self.requests: list[TargetRequest] = []
+        self.cache_key = (
+            getattr(server, "host", None),
+            getattr(server, "port", None),
+            options.prepare_threshold,
+            options.health_checks,
+        )
+        self.description = (
+            f"plain_pool {self.wrapper_class.__name__} (alias {self.alias}, "
+            f"pool {options.min_size}..{options.max_size}, max_lifetime {options.max_lifetime}s, "
+            f"prepare_threshold {options.prepare_threshold})"
+        )
+
+    def _settings_dict(self, settings: SettingsValue, *, pooled: bool = True) -> dict[str, Any]:
+        return settings_dict(
+            self.host, self.port, self.server, self.options, settings, pooled=pooled
+        )
+
+    # -- requests ------------------------------------------------------------
+    def open_request(self, number: int) -> TargetRequest:
+        request = TargetRequest(number, lambda: PlainPoolSession(self.handler, self.alias))
+        self.requests.append(request)
+        return request
+
+    # -- settings ------------------------------------------------------------
+    def change_settings(
+        self, settings: SettingsValue, via: TargetRequest | None, bound: float
+    ) -> None:
+        new = self._settings_dict(settings)
+        self.handler.update_settings(
+            self.alias,
+            TIME_ZONE=new["TIME_ZONE"],
+            USE_TZ=new["USE_TZ"],
+            POSTGRES_OPTIONS=new["POSTGRES_OPTIONS"],
+        )
+        self.settings = settings
+        if via is not None:
+            via.run(lambda s: s.ensure_timezone(), bound)
+        else:
+            self.control.call(lambda: self.handler.ensure_timezone(self.alias), bound)
+
+    def pool_replaced_by(self, old: SettingsValue, new: SettingsValue) -> bool:
+        zone = "UTC" if new.use_tz else new.time_zone
+        old_zone = "UTC" if old.use_tz else old.time_zone
+        # The zone: ensure_timezone closes the pool. The role: part of the pool's registry key.
+        return zone != old_zone or old.role != new.role
+
+    # -- pool maintenance ----------------------------------------------------
+    def close_pool(self) -> None:
+        self.control.call(lambda: self.handler[self.alias].close_pool(), 30.0)
+
+    def check_pool(self) -> None:
+        def check() -> None:
+            entry = pools.current(self.handler[self.alias]._pool_key())
+            if entry is not None and not entry.pool.closed:
+                entry.pool.check()
+
+        self.control.call(check, 30.0)
+
+    def stats(self) -> dict[str, int]:
+        # The key DatabaseWrapper._pool_key() would compute, without making a wrapper.
+        key = (self.wrapper_class, self.alias, self.handler.settings(self.alias).identity())
+        entry = pools.current(key)
+        if entry is None or entry.pool.closed:
+            return {}
+        return dict(entry.pool.get_stats())
+
+    # -- expectations ----------------------------------------------------------
+    def expected_fingerprint(self, settings: SettingsValue) -> Any:
+        direct = settings_dict(
+            self.server.host, self.server.port, self.server, self.options, settings, pooled=False
+        )
+        db = DatabaseWrapper(direct, alias=f"{self.alias}-expected")
+        try:
+            return session_fingerprint(db.ensure_connection(), driver_statements="include")
+        finally:
+            db.close()
+
+    # -- cleanup ---------------------------------------------------------------
+    def close(self) -> None:
+        for request in self.requests:
+            with contextlib.suppress(Exception):
+                request.thread.stop(0.0)
+        with contextlib.suppress(StepTimeout, Exception):
+            self.control.call(self.handler.close_all, 5.0)
+        self.control.stop(1.0)
+        pools.close_matching(lambda e: e.key[1] == self.alias, timeout=2.0)

@@ -1,0 +1,171 @@
+"""The per-direction toxic chain: chunks flow through one stub per toxic, in order.
+
+Each toxic of a direction runs in its own task, reading from its stub's queue
+and handing chunks to the next stub (or to the socket at the end), like
+Toxiproxy's goroutine chain. Hand-offs are synchronous, so the only state a
+toxic can be interrupted in is "waiting", with at most one chunk in hand
+(``held``). Changing or removing a toxic cancels its task and puts ``held``
+back, so no byte is lost or reordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from typing import TYPE_CHECKING
+
+from chaos.toxiproxy.toxics.base import Toxic, pass_through
+
+if TYPE_CHECKING:
+    from chaos.toxiproxy.dataplane import Link
+    from chaos.toxiproxy.model import ToxicSpec
+
+
+class Chunk:
+    """Bytes read from one side (``data is None`` marks end of stream) and when."""
+
+    __slots__ = ("data", "ts")
+
+    def __init__(self, data: bytes | None, ts: float) -> None:
+        self.data = data
+        self.ts = ts
+
+
+def EOF() -> Chunk:  # noqa: N802 - reads like a constant at call sites
+    """A fresh end-of-stream chunk."""
+    return Chunk(None, 0.0)
+
+
+class Stub:
+    """One toxic's place in one direction of one connection."""
+
+    def __init__(self, link: Link, spec: ToxicSpec, toxic: Toxic) -> None:
+        self.link = link
+        self.spec = spec
+        self.toxic = toxic
+        self.loop = link.loop
+        self.queue: deque[Chunk] = deque()
+        self.held: Chunk | None = None
+        self.index = 0
+        self.active = True
+        self.dead = False
+        self._waiter: asyncio.Future[bool] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    # --- chain side -------------------------------------------------------------------
+    def start(self) -> None:
+        """Roll toxicity and start the toxic's task."""
+        self.active = random.random() < self.spec.toxicity
+        self.dead = False
+        self.task = self.loop.create_task(self._run())
+
+    def stop(self) -> list[Chunk]:
+        """Cancel the task; return the chunks it had not passed on, oldest first."""
+        self.dead = True
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.cancel()
+        pending = list(self.queue)
+        if self.held is not None:
+            pending.insert(0, self.held)
+            self.held = None
+        self.queue.clear()
+        return pending
+
+    def restart(self) -> None:
+        """Re-run the toxic (new attributes, new toxicity roll) on the same data."""
+        pending = self.stop()
+        self.queue.extend(pending)
+        self.start()
+
+    def feed(self, chunk: Chunk) -> None:
+        self.queue.append(chunk)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    async def _run(self) -> None:
+        try:
+            if self.active:
+                await self.toxic.pipe(self)
+            else:
+                await pass_through(self)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a toxic bug must not take the server down
+            self.link.conn.log.exception("toxic %s failed; closing connection", self.spec.name)
+            self.link.conn.abort()
+
+    # --- toxic side -------------------------------------------------------------------
+    async def recv(self, timeout: float | None = None) -> Chunk | None:
+        """The next chunk (now held); None only when ``timeout`` expires first."""
+        if not self.queue:
+            waiter = self.loop.create_future()
+            self._waiter = waiter
+            handle = (
+                self.loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
+            )
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if handle is not None:
+                    handle.cancel()
+            if not self.queue:
+                return None
+        chunk = self.queue.popleft()
+        self.held = chunk
+        return chunk
+
+    def send(self, chunk: Chunk) -> None:
+        """Hand ``chunk`` to the next toxic (no longer held)."""
+        if chunk is self.held:
+            self.held = None
+        if not self.dead:
+            self.link.forward(self.index + 1, chunk)
+
+    def emit(self, data: bytes, ts: float) -> None:
+        """Hand a new piece on without touching ``held`` (slicer, bandwidth)."""
+        if not self.dead:
+            self.link.forward(self.index + 1, Chunk(data, ts))
+
+    def hold(self, chunk: Chunk | None) -> None:
+        """Replace what this toxic holds (the unsent remainder)."""
+        self.held = chunk
+
+    def drop(self, chunk: Chunk) -> None:
+        """Discard ``chunk``: it will never be sent."""
+        if chunk is self.held:
+            self.held = None
+        if chunk.data:
+            self.link.discard(len(chunk.data))
+
+    def discard(self, nbytes: int) -> None:
+        """Account for ``nbytes`` that will never be sent."""
+        if nbytes > 0:
+            self.link.discard(nbytes)
+
+    def reset_connection(self) -> None:
+        """TCP RST both sides of the connection."""
+        if not self.dead:
+            self.link.conn.reset()
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    async def sleep_until(self, when: float) -> None:
+        delay = when - self.loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def block(self) -> None:
+        """Wait until the toxic is changed or removed (cancellation)."""
+        await self.loop.create_future()
+
+
+def _resolve(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)

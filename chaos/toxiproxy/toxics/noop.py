@@ -1,0 +1,15 @@
+"""noop: passes data unchanged (useful to test the chain itself)."""
+
+from __future__ import annotations
+
+from chaos.toxiproxy.chain import Stub
+from chaos.toxiproxy.toxics import register
+from chaos.toxiproxy.toxics.base import Toxic, pass_through
+
+
+@register
+class NoopToxic(Toxic):
+    type_name = "noop"
+
+    async def pipe(self, stub: Stub) -> None:
+        await pass_through(stub)

@@ -1,0 +1,209 @@
+"""The per-process pool registry, and fork safety.
+
+Why a registry: every thread has its own ``DatabaseWrapper`` but they must
+share one pool per database alias (a pool per thread would multiply the
+connections). The first creator wins (``dict.setdefault`` under a lock);
+the pool object is remembered by each connection's wrapper so a connection
+always goes back to ITS pool, even after the registry moved on to a new one
+(bug class 3).
+
+Keys are ``(wrapper class, alias, settings identity)``: two wrapper classes
+never share a pool because the pool's configure callback is bound to the
+creating wrapper (a subclass override must be honoured, Django #35688), and
+two servers behind the same alias (tests!) never share one either. The time
+zone is NOT part of the key: a zone change is handled by closing and
+forgetting the pool (bug class 2).
+
+Fork safety (bug class 7): a child must never use its parent's pool or
+connections. Dropping or closing an inherited psycopg connection in the
+child runs ``PQfinish``, which sends a Terminate message over the socket
+the parent still uses - killing the parent's session. So in the child we
+first ``dup2`` ``/dev/null`` onto every reachable inherited socket (the fd
+number stays occupied, a later ``PQfinish`` writes into /dev/null), then
+close those connections and forget the parent's pools. Reachable means the
+pools' idle connections and every wrapper's connection: a ``before fork``
+hook keeps strong references to the latter, because CPython clears the
+other threads' thread-locals in the child *before* ``after_in_child`` hooks
+run, which would otherwise finalise those connections on the shared socket.
+A pid check backs the hooks up for forks that bypass ``os.fork``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+
+@dataclass(eq=False)
+class PoolEntry:
+    """A pool plus what the backend needs to know about it."""
+
+    pool: Any  # psycopg_pool.ConnectionPool
+    key: Hashable
+    #: The zone in the pool's startup options: what DISCARD ALL resets to.
+    zone: str
+    fork_safe: bool = True
+    pid: int = field(default_factory=os.getpid)
+    #: Backend counters: checks_failed, drains, resets, reset_failures.
+    counters: Counter[str] = field(default_factory=Counter)
+    #: monotonic() of the last drain (0 = never): connections created before are suspect.
+    last_drain: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_lock = threading.Lock()
+_entries: dict[Hashable, PoolEntry] = {}
+_pid = os.getpid()
+_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+_fork_stash: list[psycopg.Connection] = []
+
+
+def get_or_create(key: Hashable, factory: Callable[[], PoolEntry]) -> PoolEntry:
+    """The entry for ``key``, created by ``factory`` if missing (first creator wins)."""
+    _check_pid()
+    entry = _entries.get(key)
+    if entry is not None:
+        return entry
+    with _lock:
+        entry = _entries.get(key)
+        if entry is None:
+            entry = factory()
+            _entries[key] = entry
+        return entry
+
+
+def current(key: Hashable) -> PoolEntry | None:
+    """The registered entry for ``key``, without creating one."""
+    _check_pid()
+    return _entries.get(key)
+
+
+def forget(entry: PoolEntry) -> bool:
+    """Remove ``entry`` if it is still the registered one (compare-and-delete)."""
+    with _lock:
+        if _entries.get(entry.key) is entry:
+            del _entries[entry.key]
+            return True
+    return False
+
+
+def entries() -> list[PoolEntry]:
+    _check_pid()
+    return list(_entries.values())
+
+
+def close_all(timeout: float = 5.0) -> None:
+    """Close and forget every pool of this process (test teardown, shutdown)."""
+    with _lock:
+        items = list(_entries.values())
+        _entries.clear()
+    for entry in items:
+        with contextlib.suppress(Exception):
+            entry.pool.close(timeout=timeout)
+
+
+def close_matching(predicate: Callable[[PoolEntry], bool], timeout: float = 5.0) -> int:
+    """Close and forget the pools whose entry matches ``predicate``."""
+    with _lock:
+        items = [e for e in _entries.values() if predicate(e)]
+        for e in items:
+            del _entries[e.key]
+    for entry in items:
+        with contextlib.suppress(Exception):
+            entry.pool.close(timeout=timeout)
+    return len(items)
+
+
+def register_wrapper(wrapper: Any) -> None:
+    """Track a wrapper so the fork hooks can reach its connection."""
+    _wrappers.add(wrapper)
+
+
+# -- fork safety ------------------------------------------------------------
+def neutralise(conn: psycopg.Connection) -> None:
+    """Make an inherited connection harmless, then close it.
+
+    ``dup2`` of /dev/null onto the socket fd: the parent's socket is no
+    longer reachable from this process, and the Terminate message that
+    ``PQfinish`` sends on close goes to /dev/null.
+    """
+    try:
+        fd = conn.pgconn.socket
+    except Exception:
+        fd = -1
+    if fd >= 0:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    with contextlib.suppress(Exception):
+        conn._pool = None  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        conn.close()
+
+
+def _before_fork() -> None:
+    _fork_stash.clear()
+    for wrapper in list(_wrappers):
+        if getattr(wrapper, "fork_safe", True):
+            conn = getattr(wrapper, "connection", None)
+            if conn is not None:
+                _fork_stash.append(conn)
+
+
+def _after_fork_parent() -> None:
+    _fork_stash.clear()
+
+
+def _after_fork_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # may have been held by another thread at fork time
+    _forget_inherited()
+
+
+def _forget_inherited() -> None:
+    global _pid
+    _pid = os.getpid()
+    for conn in _fork_stash:
+        neutralise(conn)
+    _fork_stash.clear()
+    for key, entry in list(_entries.items()):
+        if not entry.fork_safe or entry.pid == _pid:
+            continue
+        del _entries[key]
+        pool = entry.pool
+        idle = list(getattr(pool, "_pool", ()))  # private: the idle deque
+        with contextlib.suppress(Exception):
+            pool._pool.clear()
+        with contextlib.suppress(Exception):
+            # The worker threads do not exist here; mark closed so nothing
+            # (including __del__) tries to stop them or to close connections.
+            pool._closed = True
+        for conn in idle:
+            neutralise(conn)
+    for wrapper in list(_wrappers):
+        if getattr(wrapper, "fork_safe", True):
+            wrapper._after_fork_in_child()
+
+
+def _check_pid() -> None:
+    if _pid != os.getpid():
+        _forget_inherited()
+
+
+def iter_wrappers() -> Iterator[Any]:
+    return iter(list(_wrappers))
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)

@@ -1,0 +1,81 @@
+"""``RecoveringConnectionPool``: psycopg_pool with a short reconnection backoff.
+
+Why: after the server goes away, psycopg_pool retries each failed
+connection attempt with ``AttemptWithBackoff`` (1 s initial, x2, 10% jitter).
+If a caller asked for a connection while the server was down, the
+replacement attempts are then sleeping for up to seconds when the server
+comes back, and the first caller waits for them. Our target is a working
+connection within 100 ms of the server accepting connections again, so the
+attempts here start at 20 ms and grow x1.5 up to a 50 ms cap, still giving
+up after ``reconnect_timeout`` and calling ``reconnect_failed`` like the
+original. A refused connection on a reachable host costs well under a
+millisecond, so polling every 50 ms is cheap.
+
+This touches psycopg_pool's PRIVATE ``_add_connection(attempt, growing)``
+and ``AttemptWithBackoff``. Both are checked at import time: if their shape
+changed, a ``RuntimeWarning`` says so and the pool falls back to
+psycopg_pool's own backoff (slower recovery, still correct).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+try:  # private API, guarded below
+    from psycopg_pool.base import AttemptWithBackoff
+except ImportError:  # pragma: no cover - depends on the installed version
+    AttemptWithBackoff = None  # type: ignore[assignment,misc]
+
+INITIAL_DELAY = 0.02
+BACKOFF = 1.5
+MAX_DELAY = 0.05
+
+
+def _private_api_ok() -> bool:
+    if AttemptWithBackoff is None or not hasattr(ConnectionPool, "drain"):
+        return False
+    try:
+        params = list(inspect.signature(ConnectionPool._add_connection).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    attempt_api = all(
+        hasattr(AttemptWithBackoff, name)
+        for name in ("INITIAL_DELAY", "DELAY_BACKOFF", "update_delay", "time_to_give_up")
+    )
+    return params == ["self", "attempt", "growing"] and attempt_api
+
+
+PRIVATE_API_OK = _private_api_ok()
+if not PRIVATE_API_OK:  # pragma: no cover - depends on the installed version
+    warnings.warn(
+        "plain_pool: psycopg_pool's private _add_connection/AttemptWithBackoff changed; "
+        "falling back to psycopg_pool's reconnection backoff (recovery after a server "
+        "restart may take seconds instead of milliseconds)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+if AttemptWithBackoff is not None:
+
+    class ShortBackoff(AttemptWithBackoff):  # type: ignore[misc,valid-type]
+        """20 ms, x1.5, capped at 50 ms; gives up at the same deadline as the original."""
+
+        INITIAL_DELAY = INITIAL_DELAY
+        DELAY_BACKOFF = BACKOFF
+
+        def update_delay(self, now: float) -> None:
+            super().update_delay(now)
+            self.delay = min(self.delay, MAX_DELAY)
+
+
+class RecoveringConnectionPool(ConnectionPool):
+    """A ConnectionPool whose reconnection attempts use :class:`ShortBackoff`."""
+
+    def _add_connection(self, attempt: Any, growing: bool = False) -> None:
+        if attempt is None and PRIVATE_API_OK:
+            attempt = ShortBackoff(timeout=self.reconnect_timeout)
+        super()._add_connection(attempt, growing=growing)

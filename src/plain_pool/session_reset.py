@@ -1,0 +1,155 @@
+"""The session reset run when a pooled connection is returned.
+
+Why: neither Django's pool nor Plain's clears session state on return, so a
+``SET``, ``SET ROLE`` (a privilege leak), temp table, advisory lock,
+``LISTEN``, prepared statement, ``WITH HOLD`` cursor or isolation level set
+by one request reaches the next one (spec section 2, bug class 12).
+
+The reset runs in the CALLER's thread, before ``putconn`` (a pool ``reset``
+callback would move the return to a worker thread and cost a thread
+hand-off per checkout). Steps:
+
+1. the transaction was already rolled back by the caller (never committed);
+2. client-side attributes back to the configured defaults (no round trip);
+3. ONE round trip in pipeline mode: ``DISCARD ALL`` and the configure
+   statements as separate statements (``DISCARD ALL`` cannot share a
+   multi-statement string: PostgreSQL runs it as one implicit transaction
+   block), all executed with ``prepare=False`` so the reset itself is never
+   prepared;
+4. psycopg's client-side prepared-statement cache is forgotten: psycopg only
+   notices a ``DISCARD ALL`` the first time a given query text runs, after
+   which its cache would name statements the server no longer has
+   (``prepared statement "_pg3_0" does not exist``).
+
+Stale ``parameter_status`` inside the pipeline: the configure step decides
+whether to ``SET TIME ZONE`` by comparing the session's zone with the
+configured one, but inside the pipeline the ``DISCARD ALL`` result has not
+been read yet. Rather than trusting the stale value, the reset tells the
+configure step what the zone WILL be after ``DISCARD ALL``: the zone in the
+pool's startup options (``-c TimeZone=...``), which is what ``RESET``
+restores. When that is the configured zone (the normal case) no ``SET`` is
+sent; when it is not (the pool predates a zone change) the ``SET`` is sent.
+So the decision is exact, never a missing ``SET``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+#: What DISCARD ALL does, in one statement (the default).
+DISCARD_ALL: tuple[str, ...] = ("DISCARD ALL",)
+
+#: deadpool-postgres' reset: DISCARD ALL minus DEALLOCATE ALL and DISCARD PLANS,
+#: so psycopg's client-side statement cache stays valid (prepare_threshold users).
+KEEP_PREPARED: tuple[str, ...] = (
+    "CLOSE ALL",
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "RESET ALL",
+    "UNLISTEN *",
+    "SELECT pg_advisory_unlock_all()",
+    "DISCARD TEMP",
+    "DISCARD SEQUENCES",
+)
+
+#: NOT enough (kept for the ResetAllOnly canary): keeps SET ROLE, temp tables,
+#: advisory locks, LISTEN and prepared statements.
+RESET_ALL_ONLY: tuple[str, ...] = ("RESET ALL",)
+
+STRATEGIES: dict[str, tuple[str, ...]] = {
+    "discard_all": DISCARD_ALL,
+    "keep_prepared": KEEP_PREPARED,
+    "reset_all": RESET_ALL_ONLY,
+}
+
+#: Set on a connection while its reset runs: the zone the session will have
+#: after the reset statements (read by DatabaseWrapper._session_timezone).
+SESSION_ZONE_HINT = "_plain_pool_session_zone"
+
+
+def restore_client_attributes(
+    conn: psycopg.Connection,
+    *,
+    prepare_threshold: int | None,
+    cursor_factory: type[psycopg.Cursor[Any]] | None,
+) -> None:
+    """Back to the configured client-side defaults. The connection must be IDLE."""
+    conn.autocommit = True
+    conn.isolation_level = None
+    conn.read_only = None
+    conn.deferrable = None
+    conn.prepare_threshold = prepare_threshold
+    conn.row_factory = tuple_row  # type: ignore[assignment]
+    if cursor_factory is not None:
+        conn.cursor_factory = cursor_factory
+    # Handlers a user added would see the next user's notices/notifications.
+    for name in ("_notice_handlers", "_notify_handlers"):
+        handlers = getattr(conn, name, None)
+        if isinstance(handlers, list):
+            del handlers[:]
+
+
+def forget_client_prepared_statements(conn: psycopg.Connection) -> None:
+    """Empty psycopg's prepared-statement cache after the server dropped them all.
+
+    Uses psycopg's private ``_prepared`` manager (guarded): there is no public
+    API for it. Without prepared statements (prepare_threshold None) it is empty.
+    """
+    manager = getattr(conn, "_prepared", None)
+    for name in ("_names", "_counts", "_to_flush"):
+        store = getattr(manager, name, None)
+        if store is not None and hasattr(store, "clear"):
+            store.clear()
+
+
+def user_prepared_statements_sql(conn: psycopg.Connection) -> str | None:
+    """For KEEP_PREPARED: a DO block deallocating statements psycopg does not own.
+
+    Statements in psycopg's cache stay (their names are still valid); any
+    other one was PREPAREd by hand and belongs to the previous user.
+    """
+    manager = getattr(conn, "_prepared", None)
+    names = getattr(manager, "_names", {}) or {}
+    keep = [v.decode() if isinstance(v, bytes) else str(v) for v in names.values()]
+    array = "ARRAY[" + ",".join("'" + n.replace("'", "''") + "'" for n in keep) + "]::text[]"
+    return (
+        "DO $plain_pool$DECLARE r record; BEGIN "
+        "FOR r IN SELECT name FROM pg_prepared_statements "
+        f"WHERE NOT (name = ANY({array})) LOOP "
+        "EXECUTE format('DEALLOCATE %I', r.name); END LOOP; END$plain_pool$"
+    )
+
+
+def reset_session(
+    conn: psycopg.Connection,
+    *,
+    statements: Sequence[str],
+    configure: Callable[[psycopg.Connection], Any],
+    session_zone_after_reset: str | None,
+    prepare_threshold: int | None,
+    cursor_factory: type[psycopg.Cursor[Any]] | None,
+) -> None:
+    """Reset an IDLE connection in one round trip; raise if anything fails."""
+    restore_client_attributes(
+        conn, prepare_threshold=prepare_threshold, cursor_factory=cursor_factory
+    )
+    keeps_prepared = "DISCARD ALL" not in statements and "DEALLOCATE ALL" not in statements
+    with conn.pipeline():
+        for statement in statements:
+            conn.execute(statement, prepare=False)  # type: ignore[call-overload]
+        if keeps_prepared and statements is KEEP_PREPARED:
+            sql = user_prepared_statements_sql(conn)
+            if sql:
+                conn.execute(sql, prepare=False)  # type: ignore[call-overload]
+        setattr(conn, SESSION_ZONE_HINT, session_zone_after_reset)
+        try:
+            configure(conn)
+        finally:
+            with contextlib.suppress(AttributeError):
+                delattr(conn, SESSION_ZONE_HINT)
+    if not keeps_prepared:
+        forget_client_prepared_statements(conn)

@@ -1,0 +1,178 @@
+"""Health checks and fast recovery after backends die (spec sections 3 and 5).
+
+With checks on: no caller sees an error from a connection that died while
+pooled, and the first checkout succeeds within 100 ms of the server
+accepting connections again (measured from ``restart()``'s return value).
+With checks off: at most one error per pooled connection.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from plain_pool import DatabaseWrapper, close_all_pools
+from plain_pool.variants import VARIANTS
+
+POOL = {"min_size": 4, "max_size": 4, "timeout": 10}
+#: The 100 ms target, plus honest slack for 2 noisy shared cores.
+RECOVERY_BUDGET = 0.1
+SLACK = 0.15
+
+
+def backend_settings(make_db_settings, server, **overrides: Any) -> dict:
+    settings = make_db_settings(server)
+    if "OPTIONS" in settings:
+        settings["POSTGRES_OPTIONS"] = settings.pop("OPTIONS")
+    settings.update(overrides)
+    return settings
+
+
+@pytest.fixture(autouse=True)
+def _close_pools():
+    yield
+    close_all_pools()
+
+
+def warm(db: DatabaseWrapper) -> set[int]:
+    """Check out every pooled connection once; return their backend pids."""
+    held = [type(db)(db.settings, alias=db.alias) for _ in range(POOL["max_size"])]
+    pids = {w.cursor().execute("SELECT pg_backend_pid()").fetchone()[0] for w in held}
+    for w in held:
+        w.close()
+    return pids
+
+
+def checkout_errors(db: DatabaseWrapper, n: int) -> list[str]:
+    errors = []
+    for _ in range(n):
+        try:
+            db.cursor().execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            errors.append(str(exc).splitlines()[0])
+        finally:
+            db.close()
+    return errors
+
+
+def restart_problems(wrapper_class, server, settings) -> tuple[list[str], float]:
+    db = wrapper_class(settings, alias="recover")
+    warm(db)
+    accepting = server.restart("fast")
+    t0 = time.monotonic()
+    errors = checkout_errors(db, 1)
+    first = time.monotonic() - accepting
+    errors += checkout_errors(db, 2 * POOL["max_size"])
+    problems = [f"caller error: {e}" for e in errors]
+    if first > RECOVERY_BUDGET + SLACK:
+        problems.append(
+            f"first success {first * 1000:.0f} ms after the server accepted "
+            f"(checkout itself {1000 * (time.monotonic() - t0):.0f} ms)"
+        )
+    return problems, first
+
+
+@pytest.mark.restarts_server
+@pytest.mark.needs_server_control
+def test_fast_recovery_after_restart(private_postgres, make_db_settings):
+    settings = backend_settings(
+        make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    )
+    problems, first = restart_problems(DatabaseWrapper, private_postgres, settings)
+    assert problems == []
+    # A second restart (connections made after the first drain) recovers too.
+    problems, first = restart_problems(DatabaseWrapper, private_postgres, settings)
+    assert problems == []
+
+
+@pytest.mark.restarts_server
+@pytest.mark.needs_server_control
+def test_recovery_when_callers_arrive_during_the_outage(private_postgres, make_db_settings):
+    """A caller during the outage times out; the pool's short backoff then
+    serves the first caller soon after the server is back."""
+    settings = backend_settings(
+        make_db_settings,
+        private_postgres,
+        POSTGRES_POOL={**POOL, "timeout": 0.5},
+        POSTGRES_CONN_HEALTH_CHECKS=True,
+    )
+    db = DatabaseWrapper(settings, alias="outage")
+    warm(db)
+    private_postgres.stop("fast")
+    from psycopg_pool import PoolTimeout
+
+    with pytest.raises(PoolTimeout):
+        db.ensure_connection()
+    time.sleep(1.5)  # psycopg_pool's own backoff would now be at 1-2 s per attempt
+    accepting = private_postgres._respawn()
+    deadline = accepting + 5
+    while True:
+        try:
+            db.cursor().execute("SELECT 1")
+            break
+        except PoolTimeout:
+            assert time.monotonic() < deadline
+        finally:
+            db.close()
+    first = time.monotonic() - accepting
+    assert first < 0.5, f"first success {first * 1000:.0f} ms after the server accepted"
+
+
+@pytest.mark.needs_server_control
+def test_terminated_backends_with_checks_are_invisible(postgres, make_db_settings):
+    settings = backend_settings(
+        make_db_settings, postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    )
+    db = DatabaseWrapper(settings, alias="terminate")
+    pids = warm(db)
+    with postgres.connect() as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    time.sleep(0.2)
+    assert checkout_errors(db, 2 * POOL["max_size"]) == []
+    assert db.pool_stats()["checks_failed"] >= 1
+
+
+@pytest.mark.needs_server_control
+def test_checks_off_at_most_one_error_per_pooled_connection(postgres, make_db_settings):
+    settings = backend_settings(make_db_settings, postgres, POSTGRES_POOL=POOL)
+    db = DatabaseWrapper(settings, alias="nocheck")
+    pids = warm(db)
+    with postgres.connect() as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    time.sleep(0.2)
+    errors = checkout_errors(db, 3 * POOL["max_size"])
+    assert len(errors) <= len(pids)
+    assert checkout_errors(db, POOL["max_size"]) == []
+
+
+@pytest.mark.canary
+@pytest.mark.needs_server_control
+def test_canary_no_health_check(postgres, make_db_settings):
+    settings = backend_settings(
+        make_db_settings, postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    )
+    db = VARIANTS["NoHealthCheck"](settings, alias="canary-nocheck")
+    pids = warm(db)
+    with postgres.connect() as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    time.sleep(0.2)
+    assert checkout_errors(db, 2 * POOL["max_size"]) != []
+
+
+@pytest.mark.canary
+@pytest.mark.slow
+@pytest.mark.restarts_server
+@pytest.mark.needs_server_control
+def test_canary_backoff_recovery(private_postgres, make_db_settings):
+    """Bare psycopg_pool check loop: no error, but seconds to recover."""
+    settings = backend_settings(
+        make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    )
+    problems, first = restart_problems(VARIANTS["BackoffRecovery"], private_postgres, settings)
+    assert problems != []

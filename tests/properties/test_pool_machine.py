@@ -1,0 +1,67 @@
+"""The state machines against the reference plain_pool backend.
+
+Each machine runs twice: a short version with the ``fast`` budget (the
+default test run) and a long one marked ``chaos`` with the loaded profile's
+budget (``tox -e chaos``; skipped under the fast profile, where it would only
+repeat the short one).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+
+from chaos.hypothesis_profiles import budget
+from chaos.machines.pool_machine import (
+    LifetimeRules,
+    NetworkFaults,
+    PreparedRules,
+    ServerFaults,
+    machine_for,
+)
+from chaos.targets.base import TargetOptions
+
+LENGTHS = [
+    pytest.param("short", id="short"),
+    pytest.param("long", id="long", marks=pytest.mark.chaos),
+]
+
+
+def _budget(length: str) -> dict:
+    if length == "long":
+        if settings.get_current_profile_name() == "fast":
+            pytest.skip("the long version runs in tox -e chaos (a non-fast profile)")
+        return budget()
+    return budget("fast")
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_sessions_and_network_faults(machine_env, run_machine, length):
+    """Requests, session dirt, settings changes, pool maintenance, proxy faults."""
+    mixins = (NetworkFaults,) if machine_env.proxy is not None else ()
+    machine = machine_for(machine_env, *mixins, name="PoolMachine")
+    run_machine(machine, **_budget(length))
+
+
+@pytest.mark.restarts_server
+@pytest.mark.parametrize("length", LENGTHS)
+def test_server_faults(private_machine_env, run_machine, length):
+    """The same with restarts (fast, immediate), crashes and terminated backends too."""
+    machine = machine_for(private_machine_env, NetworkFaults, ServerFaults, name="ServerMachine")
+    run_machine(machine, **_budget(length))
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_max_lifetime(machine_env, run_machine, length):
+    """Connections returned after a short max_lifetime are never handed out again."""
+    options = TargetOptions(max_lifetime=1.0)
+    machine = machine_for(machine_env, LifetimeRules, options=options, name="LifetimeMachine")
+    run_machine(machine, **_budget(length))
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_prepared_statements_survive_the_reset(machine_env, run_machine, length):
+    """prepare_threshold=0 and repeated queries: the reset must not strand psycopg's cache."""
+    options = TargetOptions(prepare_threshold=0)
+    machine = machine_for(machine_env, PreparedRules, options=options, name="PreparedMachine")
+    run_machine(machine, **_budget(length))
