@@ -12,6 +12,7 @@ Two inputs: a dict of ``POSTGRES_*`` keys (``from_dict``) or a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 import zoneinfo
 from collections.abc import Mapping
@@ -350,7 +351,15 @@ class DatabaseSettings:
         """New settings with some POSTGRES_* / TIME_ZONE / USE_TZ keys changed (validated)."""
         return type(self).from_dict({**self.to_dict(), **changes})
 
+    @functools.cached_property
+    def _identity(self) -> tuple[Any, ...]:
+        return self._compute_identity()
+
     def identity(self) -> tuple[Any, ...]:
+        """Cached :meth:`_compute_identity` (it is on every checkout's path)."""
+        return self._identity
+
+    def _compute_identity(self) -> tuple[Any, ...]:
         """What makes two settings talk to the same pool, ignoring the time zone.
 
         Health checks are left out too (they run in the checkout loop, not in

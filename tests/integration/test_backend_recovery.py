@@ -81,10 +81,10 @@ def test_fast_recovery_after_restart(private_postgres, make_db_settings):
     settings = backend_settings(
         make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
     )
-    problems, first = restart_problems(DatabaseWrapper, private_postgres, settings)
+    problems, _ = restart_problems(DatabaseWrapper, private_postgres, settings)
     assert problems == []
     # A second restart (connections made after the first drain) recovers too.
-    problems, first = restart_problems(DatabaseWrapper, private_postgres, settings)
+    problems, _ = restart_problems(DatabaseWrapper, private_postgres, settings)
     assert problems == []
 
 
@@ -174,5 +174,5 @@ def test_canary_backoff_recovery(private_postgres, make_db_settings):
     settings = backend_settings(
         make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
     )
-    problems, first = restart_problems(VARIANTS["BackoffRecovery"], private_postgres, settings)
+    problems, _ = restart_problems(VARIANTS["BackoffRecovery"], private_postgres, settings)
     assert problems != []

@@ -112,19 +112,24 @@ def test_create_role_then_set_role(postgres) -> None:
 
 
 def test_make_db_settings(postgres, make_db_settings) -> None:
-    settings = make_db_settings(postgres.host, postgres.port, OPTIONS={"connect_timeout": 5})
+    settings = make_db_settings(
+        postgres.host, postgres.port, POSTGRES_OPTIONS={"connect_timeout": 5}
+    )
     assert settings["POSTGRES_HOST"] == "127.0.0.1"
     assert settings["POSTGRES_PORT"] == postgres.port
     assert settings["POSTGRES_USER"] == postgres.superuser
-    assert settings["OPTIONS"]["connect_timeout"] == 5
-    assert settings["OPTIONS"]["keepalives"] == 1
+    assert settings["POSTGRES_OPTIONS"]["connect_timeout"] == 5
+    assert settings["POSTGRES_OPTIONS"]["keepalives"] == 1
     assert make_db_settings(postgres)["POSTGRES_DATABASE"] == postgres.dbname
+    from plain_pool import DatabaseSettings
+
+    DatabaseSettings.from_dict(settings)  # the backend accepts it as is
     with psycopg.connect(
         host=settings["POSTGRES_HOST"],
         port=settings["POSTGRES_PORT"],
         user=settings["POSTGRES_USER"],
         dbname=settings["POSTGRES_DATABASE"],
-        **settings["OPTIONS"],
+        **settings["POSTGRES_OPTIONS"],
     ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
