@@ -27,6 +27,10 @@ INTRUDER_ROLE = "chaos_intruder"
 class Dirt:
     kind: ClassVar[str] = ""
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis' printer lists dataclass ClassVars as arguments; the repr is valid Python.
+        printer.text(repr(self))
+
     def statements(self) -> list[str]:
         raise NotImplementedError
 

@@ -2,27 +2,25 @@
 
 Preconditions and outcome checks read only this model. It holds:
 
-- the settings in force (timezone, ``USE_TZ``, role) and the pool generation
-  (bumped whenever the pool is closed/replaced);
-- which simulated request holds which backend (pid + start time), since when,
-  from which pool generation, with which uncommitted writes;
+- the settings in force (timezone, ``USE_TZ``, role);
+- which simulated request holds which backend (pid + creation stamp), since
+  when, lent by which pool, with which uncommitted writes;
 - the faults: which are active, a counter bumped on every fault (so a
   connection checked out before a fault is known to be *exposed* to it), and
   whether recovery after the last heal has been proven yet.
 
-Outcomes are classified ok / failed / uncertain (:func:`classify`); the model
-then says whether a failure is *allowed* (:meth:`Model.may_fail_checkout`,
-:meth:`Model.may_fail_on`). Anything not allowed is an invariant violation.
+Outcomes are classified ok / failed / uncertain with
+:func:`chaos.faults.outcomes.classify`; the machine then asks the model
+whether a failure is *allowed*: explained by the active faults' effects, by
+a fault the connection was exposed to while it was out (in flight), or by
+a pool whose every connection is held. Anything else is an invariant
+violation.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
-
-import psycopg
-from psycopg import errors as pgerrors
-from psycopg_pool import PoolTimeout
+from typing import Any
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +33,9 @@ class SettingsValue:
 
     def __repr__(self) -> str:
         return f"SettingsValue({self.time_zone!r}, use_tz={self.use_tz!r}, role={self.role!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
 
 
 @dataclass(frozen=True, order=True)
@@ -53,7 +54,8 @@ class Holding:
     """What the model knows about a connection a request holds."""
 
     backend: Backend | None  # None: a connection the request got in an uncertain step
-    generation: int
+    #: Which pool lent it (the target's identity for it); None if unknown.
+    pool_id: int | None
     settings: SettingsValue
     fault_epoch: int
     faults_active_at_checkout: bool
@@ -62,6 +64,7 @@ class Holding:
     in_transaction: bool = False
     tx_failed: bool = False
     autocommit: bool = True
+    read_only: bool = False
     uncommitted_tokens: list[str] = field(default_factory=list)
     broken: bool = False
 
@@ -77,53 +80,6 @@ class RequestState:
     stuck: bool = False
 
 
-class Outcome(enum.Enum):
-    """How an operation ended, Jepsen style."""
-
-    OK = "ok"
-    FAILED = "failed"  # definitely did not take effect
-    UNCERTAIN = "uncertain"  # may or may not have taken effect (connection lost mid-statement)
-
-
-#: Errors meaning "the connection or the server went away" (fault-explainable).
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    PoolTimeout,
-    pgerrors.AdminShutdown,
-    pgerrors.CrashShutdown,
-    pgerrors.CannotConnectNow,
-    pgerrors.QueryCanceled,
-    pgerrors.IdleInTransactionSessionTimeout,
-)
-
-#: psycopg's client-side prepared statement cache went stale.
-PREPARED_CACHE_ERRORS: tuple[type[BaseException], ...] = (
-    pgerrors.InvalidSqlStatementName,
-    pgerrors.DuplicatePreparedStatement,
-)
-
-
-def classify(exc: BaseException | None, *, during: str) -> Outcome:
-    """ok / failed / uncertain for an operation that raised ``exc`` (or None).
-
-    A checkout that failed never touched the session (FAILED). A statement whose
-    connection broke may or may not have run (UNCERTAIN); one the server
-    rejected (statement_timeout, a SQL error) did not (FAILED).
-    """
-    if exc is None:
-        return Outcome.OK
-    if during == "checkout" or isinstance(exc, PoolTimeout | pgerrors.QueryCanceled):
-        return Outcome.FAILED
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return Outcome.UNCERTAIN
-    return Outcome.FAILED
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, PREPARED_CACHE_ERRORS)
-
-
 @dataclass
 class Model:
     """Expected state of the system under test (see module docstring)."""
@@ -131,7 +87,6 @@ class Model:
     max_size: int
     max_lifetime: float
     settings: SettingsValue = field(default_factory=SettingsValue)
-    generation: int = 0
     requests: dict[int, RequestState] = field(default_factory=dict)
     next_request: int = 1
     active_faults: dict[str, object] = field(default_factory=dict)
@@ -156,12 +111,14 @@ class Model:
     def holders(self) -> list[RequestState]:
         return [r for r in self.requests.values() if r.holding is not None]
 
-    def held_from_current_pool(self) -> int:
-        return sum(1 for r in self.holders() if r.holding.generation == self.generation)
+    def held_from(self, pool_id: int | None) -> int:
+        return sum(
+            1 for r in self.holders() if pool_id is not None and r.holding.pool_id == pool_id
+        )
 
-    def pool_exhausted(self) -> bool:
-        """Every slot of the current pool is out: a checkout may time out."""
-        return self.held_from_current_pool() >= self.max_size
+    def pool_exhausted(self, pool_id: int | None) -> bool:
+        """Every connection of that pool is held by a request: a checkout may time out."""
+        return self.held_from(pool_id) >= self.max_size
 
     # -- faults -----------------------------------------------------------
     @property
@@ -182,21 +139,3 @@ class Model:
 
     def recovered(self) -> None:
         self.recovery_pending = False
-
-    # -- what a failure may be explained by ------------------------------
-    def may_fail_checkout(self, exc: BaseException) -> bool:
-        if not is_connection_error(exc):
-            return False
-        if self.faults_active or self.recovery_pending:
-            return True
-        return isinstance(exc, PoolTimeout) and self.pool_exhausted()
-
-    def may_fail_on(self, holding: Holding | None, exc: BaseException) -> bool:
-        """May an operation on ``holding`` fail with ``exc``?"""
-        if not is_connection_error(exc):
-            return False
-        if self.faults_active:
-            return True
-        if holding is None:
-            return self.recovery_pending
-        return holding.exposed(self) or holding.broken

@@ -63,7 +63,7 @@ from chaos.machines.errors import (
     UnexplainedError,
     WrongPool,
 )
-from chaos.machines.model import Holding, Model, RequestState, SettingsValue
+from chaos.machines.model import Holding, Model, SettingsValue
 from chaos.targets.base import (
     CheckoutResult,
     Session,
@@ -78,14 +78,16 @@ TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
 ROLES = (None, "chaos_app")
 PHANTOM_TABLE = "chaos_phantom"
 
+#: The machine's own probing request (not in the model: it never holds across steps).
+PROBE = 0
 #: How long after heal_all a checkout must succeed again.
 RECOVERY_BOUND = 10.0
 #: A step's bound when no blocking fault is active (timeouts must end every wait sooner).
 STEP_BOUND = 20.0
 #: A step's bound while a blocking fault (half_open) is active: the wait is expected.
 BLOCKED_STEP_BOUND = 2.5
-#: Slack on max_lifetime: backend_start (server clock) precedes the pool's own stamp.
-LIFETIME_SLACK = 0.35
+#: Slack on max_lifetime: the target's creation stamp vs the pool's own (jitter only shortens).
+LIFETIME_SLACK = 0.05
 
 #: Queries the prepared-statements machine repeats (each becomes a server-side _pg3_N).
 REPEATED_QUERIES = (
@@ -93,6 +95,8 @@ REPEATED_QUERIES = (
     "SELECT %s::int + 1",
     "SELECT count(*) FROM pg_class WHERE relkind = %s",
 )
+#: Enough repeats in one step for psycopg to prepare a query (default prepare_threshold 5).
+MAX_REPEATS = 6
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,32 @@ class Request:
 
     def __repr__(self) -> str:
         return f"Request({self.number})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def _print_faults_by_repr() -> None:
+    """Print faults as their repr (valid Python) in Hypothesis' failing programs.
+
+    Hypothesis' pretty printer lists a dataclass's ClassVars as constructor
+    arguments (``Latency(name='latency', ...)``: not valid Python) unless the
+    class has ``_repr_pretty_``; until chaos.faults.base.Fault has one, register
+    a printer for it.
+    """
+    if hasattr(Fault, "_repr_pretty_"):
+        return
+    from hypothesis.vendor import pretty
+
+    # The printer stops at the first dataclass in the MRO: register every subclass.
+    pending = [Fault]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        pretty._type_pprinters[cls] = lambda obj, printer, cycle: printer.text(repr(obj))
+
+
+_print_faults_by_repr()
 
 
 @dataclass
@@ -157,19 +187,27 @@ class MachineEnv:
 
 def _ignore_races(fn: Callable[[], Any]) -> None:
     """Run an idempotent DDL; a concurrent creator's unique violation means done."""
-    try:
+    with contextlib.suppress(
+        pgerrors.UniqueViolation, pgerrors.DuplicateObject, pgerrors.DuplicateTable
+    ):
         fn()
-    except (pgerrors.UniqueViolation, pgerrors.DuplicateObject, pgerrors.DuplicateTable):
-        pass
 
 
-def settings_values() -> st.SearchStrategy[SettingsValue]:
+def settings_values(
+    time_zones: tuple[str, ...] = TIME_ZONES, roles: tuple[str | None, ...] = ROLES
+) -> st.SearchStrategy[SettingsValue]:
     return st.builds(
         SettingsValue,
-        time_zone=st.sampled_from(TIME_ZONES),
+        time_zone=st.sampled_from(time_zones),
         use_tz=st.booleans(),
-        role=st.sampled_from(ROLES),
+        role=st.sampled_from(roles),
     )
+
+
+#: The machine's own settings choices (a machine class may narrow them: ``roles = (None,)``).
+machine_settings_values = st.runner().flatmap(
+    lambda machine: settings_values(machine.time_zones, machine.roles)
+)
 
 
 class PoolMachine(RuleBasedStateMachine):
@@ -178,6 +216,8 @@ class PoolMachine(RuleBasedStateMachine):
     env: ClassVar[MachineEnv]
     options: ClassVar[TargetOptions] = TargetOptions()
     max_requests: ClassVar[int] = 4
+    time_zones: ClassVar[tuple[str, ...]] = TIME_ZONES
+    roles: ClassVar[tuple[str | None, ...]] = ROLES
     _expected_cache: ClassVar[dict[tuple, Any]] = {}
 
     requests = Bundle("requests")
@@ -194,6 +234,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.target: Target = env.make_target(self.options)
         env.last_target = self.target.description
         self.handles: dict[int, TargetRequest] = {}
+        self._probe_request: TargetRequest | None = None
         self.run_id = uuid.uuid4().hex[:8]
         self.tokens = 0
         self._admin: psycopg.Connection | None = None
@@ -224,6 +265,8 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _outcome(self, what: str, outcome: Outcome | str, exc: BaseException | None = None) -> None:
         label = f"{what}: {outcome.value if isinstance(outcome, Outcome) else outcome}"
+        if exc is not None:
+            label += f" ({type(exc).__name__})"
         event(label)
         self.env.outcomes[label] = self.env.outcomes.get(label, 0) + 1
         if exc is not None:
@@ -277,8 +320,8 @@ class PoolMachine(RuleBasedStateMachine):
             state.holding = None
         elif state.holding is None:
             state.holding = Holding(
-                backend=None,  # type: ignore[arg-type]
-                generation=self.model.generation,
+                backend=None,
+                pool_id=None,
                 settings=self.model.settings,
                 fault_epoch=self.model.fault_epoch,
                 faults_active_at_checkout=True,
@@ -302,7 +345,8 @@ class PoolMachine(RuleBasedStateMachine):
             exc, pgerrors.InvalidSqlStatementName | pgerrors.DuplicatePreparedStatement
         ):
             raise PreparedStatementsBroken(f"{what}: {type(exc).__name__}: {exc}") from exc
-        holding = self.model.requests[request.number].holding if request else None
+        state = self.model.requests.get(request.number) if request else None
+        holding = state.holding if state else None
         effects = self._effects()
         outcome = classify(exc, wrote=wrote)
         if explained(exc, effects):
@@ -313,26 +357,29 @@ class PoolMachine(RuleBasedStateMachine):
             allowed = False
         if not allowed and what == "checkout":
             if isinstance(exc, PoolTimeout):
-                allowed = self.model.recovery_pending or self.model.pool_exhausted()
+                allowed = self.model.recovery_pending or self.model.pool_exhausted(
+                    self.target.current_pool_id()
+                )
             elif _lost(exc) and self.options.health_checks:
                 raise DeadConnectionHandedOut(
                     f"{what} of {request!r} got a dead connection with no fault active "
                     f"(health checks on): {type(exc).__name__}: {exc}"
                 ) from exc
-        if not allowed and holding is not None and holding.generation != self.model.generation:
-            if isinstance(exc, ValueError) or "pool" in str(exc).lower():
-                raise WrongPool(
-                    f"{what} of {request!r} (connection from pool generation "
-                    f"{holding.generation}, now {self.model.generation}): {exc}"
-                ) from exc
+        if not allowed and isinstance(exc, ValueError) and what in ("give_back", "finish"):
+            # psycopg_pool refuses a connection from another pool with ValueError.
+            raise WrongPool(
+                f"{what} of {request!r}: returning its connection failed (lent by pool "
+                f"{holding.pool_id if holding else '?'}, current pool "
+                f"{self.target.current_pool_id()}): {exc}"
+            ) from exc
         if not allowed:
             raise UnexplainedError(
                 f"{what} of {request!r} failed with no fault to explain it: "
                 f"{type(exc).__name__}: {exc} (active: {list(self.model.active_faults.values())})"
             ) from exc
         self._outcome(what, outcome, exc)
-        if request is not None and _lost(exc):
-            self._resync(request)
+        if state is not None and _lost(exc):
+            self._resync(request)  # type: ignore[arg-type]
         return outcome
 
     def _timed_out(self, request: Request, what: str) -> None:
@@ -350,7 +397,7 @@ class PoolMachine(RuleBasedStateMachine):
             return False
         if state.holding is not None:
             return not state.holding.broken
-        exhausted = self.model.pool_exhausted()
+        exhausted = self.model.pool_exhausted(self.target.current_pool_id())
         try:
             result = self._handle(request).checkout(self._bound())
         except StepTimeout:
@@ -363,7 +410,7 @@ class PoolMachine(RuleBasedStateMachine):
         self._check_checkout(request, result, exhausted)
         state.holding = Holding(
             backend=result.backend,
-            generation=self.model.generation,
+            pool_id=result.pool_id,
             settings=self.model.settings,
             fault_epoch=self.model.fault_epoch,
             faults_active_at_checkout=self.model.faults_active,
@@ -399,11 +446,58 @@ class PoolMachine(RuleBasedStateMachine):
                 f"{self.model.max_size} connections of the current pool"
             )
 
+    # -- the probe: a checkout by a request of the machine's own ----------------
+    def _probe(self, why: str, recovery_bound: float | None = None) -> int:
+        """Check out, check, give back; with ``recovery_bound``, retry until it passes.
+
+        Run after every return and settings change (the next checkout must be
+        clean and configured for the settings in force) and after every heal
+        (checkouts must work again within the bound). Returns the attempts made.
+        """
+        if self._probe_request is None:
+            self._probe_request = self.target.open_request(PROBE)
+        probe = self._probe_request
+        deadline = time.monotonic() + (recovery_bound or 0.0)
+        attempts = 0
+        while True:
+            attempts += 1
+            exhausted = self.model.pool_exhausted(self.target.current_pool_id())
+            try:
+                result = probe.checkout(STEP_BOUND)
+            except Exception as exc:
+                if isinstance(exc, PoolTimeout) and (exhausted or recovery_bound is None):
+                    self._outcome("probe", Outcome.FAILED, exc)
+                    return attempts  # every connection is held: nothing to prove
+                if recovery_bound is None:
+                    self._failed(Request(PROBE), "checkout", exc)
+                    return attempts
+                if not isinstance(exc, PoolTimeout):
+                    self._failed(Request(PROBE), "checkout", exc)
+                if time.monotonic() > deadline:
+                    raise NoRecoveryAfterHeal(
+                        f"no checkout succeeded within {recovery_bound}s {why}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                time.sleep(0.05)
+                continue
+            try:
+                self._check_checkout(Request(PROBE), result, exhausted)
+            finally:
+                with contextlib.suppress(Exception):
+                    probe.give_back(STEP_BOUND)
+            return attempts
+
+    def _probe_after(self, why: str) -> None:
+        if self.model.faults_active or self.model.recovery_pending:
+            return  # the recovery probe after the heal does it
+        self._probe(why)
+
     # -- rules: requests ---------------------------------------------------
-    @initialize(settings=settings_values())
-    def initial_settings(self, settings: SettingsValue) -> None:
-        """Start from any settings value (before any request exists)."""
+    @initialize(target=requests, settings=machine_settings_values)
+    def start(self, settings: SettingsValue) -> Request:
+        """Start from any settings value, with one request open (rules always have one)."""
         self._change_settings(settings, None)
+        return self.open_request()
 
     @precondition(lambda self: len(self.model.requests) < self.max_requests)
     @rule(target=requests)
@@ -413,6 +507,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.handles[number] = self.target.open_request(number)
         return Request(number)
 
+    @precondition(lambda self: len(self.model.requests) > 1)
     @rule(request=consumes(requests))
     def finish_request(self, request: Request) -> None:
         """request_finished: the connection goes back; the request's thread ends."""
@@ -432,6 +527,8 @@ class PoolMachine(RuleBasedStateMachine):
         self._returned(holding)
         del self.model.requests[request.number]
         self.handles.pop(request.number, None)
+        if holding is not None:
+            self._probe_after(f"after {request!r} finished")
 
     @rule(request=requests)
     def checkout(self, request: Request) -> None:
@@ -457,6 +554,7 @@ class PoolMachine(RuleBasedStateMachine):
             self._failed(request, "give_back", exc)
         self._returned(holding)
         state.holding = None
+        self._probe_after(f"after {request!r} gave its connection back")
 
     def _returned(self, holding: Holding | None) -> None:
         if holding is None:
@@ -492,8 +590,16 @@ class PoolMachine(RuleBasedStateMachine):
             # Inside a transaction: the dirt would be rolled back or refused; keep it simple.
             return
         outcome, _ = self._on_connection(request, "dirty", lambda h, b: h.run(dirt.apply, b))
-        if outcome is Outcome.OK and getattr(dirt, "attr", None) == "autocommit":
-            state.holding.autocommit = bool(dirt.value)  # type: ignore[union-attr]
+        holding = state.holding
+        if outcome is not Outcome.OK or holding is None:
+            return
+        attr = getattr(dirt, "attr", None)
+        if attr == "autocommit":
+            holding.autocommit = bool(dirt.value)
+        elif attr == "read_only":
+            holding.read_only = bool(dirt.value)
+        elif attr is None and not holding.autocommit:
+            holding.in_transaction = True  # psycopg began one implicitly
 
     @rule(request=requests, how=st.sampled_from(["begin", "autocommit_off"]))
     def leave_transaction_open(self, request: Request, how: str) -> None:
@@ -513,6 +619,21 @@ class PoolMachine(RuleBasedStateMachine):
             return
         holding = state.holding
         assert holding is not None
+        if holding.read_only:
+            # The user made the session read-only: the write is refused, the transaction fails.
+            try:
+                self._handle(request).run(write, self._bound())
+            except pgerrors.ReadOnlySqlTransaction:
+                holding.in_transaction = holding.tx_failed = True
+                self._outcome("write_uncommitted", "refused (read only)")
+                return
+            except StepTimeout:
+                self._timed_out(request, "write_uncommitted")
+                return
+            except Exception as exc:
+                self._failed(request, "write_uncommitted", exc, wrote=True)
+                return
+            raise UnexplainedError(f"{request!r} wrote in a read-only transaction")
         outcome, _ = self._on_connection(
             request, "write_uncommitted", lambda h, b: h.run(write, b), wrote=True
         )
@@ -543,15 +664,15 @@ class PoolMachine(RuleBasedStateMachine):
 
         outcome, _ = self._on_connection(request, "fail_transaction", lambda h, b: h.run(fail, b))
         if outcome is Outcome.OK:
-            holding.tx_failed = True
+            holding.in_transaction = holding.tx_failed = True
 
     # -- rules: settings and pool maintenance --------------------------------
-    @rule(settings=settings_values())
+    @rule(settings=machine_settings_values)
     def change_settings(self, settings: SettingsValue) -> None:
         """update_settings + ensure_timezone from a thread holding no connection."""
         self._change_settings(settings, None)
 
-    @rule(request=requests, settings=settings_values())
+    @rule(request=requests, settings=machine_settings_values)
     def change_settings_in_request(self, request: Request, settings: SettingsValue) -> None:
         """The same from a request's thread (its wrapper may hold a connection)."""
         state = self.model.requests[request.number]
@@ -567,11 +688,16 @@ class PoolMachine(RuleBasedStateMachine):
         except StepTimeout:
             assert request is not None
             self._timed_out(request, "change_settings")
+        except pgerrors.InFailedSqlTransaction as exc:
+            # ensure_timezone reconfigures the held connection: refused in a failed transaction.
+            state = self.model.requests[request.number] if request is not None else None
+            if state is None or state.holding is None or not state.holding.tx_failed:
+                self._failed(request, "change_settings", exc)
+            self._outcome("change_settings", "refused in failed transaction", exc)
         except Exception as exc:
             self._failed(request, "change_settings", exc)
-        if self.target.pool_replaced_by(self.model.settings, settings):
-            self.model.generation += 1
         self.model.settings = settings
+        self._probe_after(f"after the settings changed to {settings!r}")
         if request is not None and self.model.requests[request.number].holding is not None:
             # ensure_timezone reconfigured the held connection: it now differs from a fresh one
             # only in ways the reset undoes; nothing to record.
@@ -584,7 +710,6 @@ class PoolMachine(RuleBasedStateMachine):
             self.target.close_pool()
         except Exception as exc:
             self._failed(None, "close_pool", exc)
-        self.model.generation += 1
 
     @rule()
     def check_pool(self) -> None:
@@ -606,7 +731,7 @@ class PoolMachine(RuleBasedStateMachine):
         pool_max = stats.get("pool_max", self.options.max_size)
         if pool_max != self.options.max_size or size > pool_max or available > size:
             raise PoolOutOfBounds(f"pool stats out of bounds: {stats}")
-        held = self.model.held_from_current_pool()
+        held = self.model.held_from(self.target.current_pool_id())
         if held > pool_max:
             raise PoolOutOfBounds(f"requests hold {held} connections of a pool of {pool_max}")
 
@@ -629,6 +754,8 @@ class PoolMachine(RuleBasedStateMachine):
         errors: list[str] = []
         with contextlib.suppress(Exception):
             self.nemesis.heal_all()
+        if self._probe_request is not None:
+            self.handles[PROBE] = self._probe_request
         for number, handle in list(self.handles.items()):
             try:
                 handle.finish(5.0)
@@ -653,7 +780,7 @@ class LifetimeRules:
     options: TargetOptions
 
     @precondition(lambda self: self.options.max_lifetime <= 2.0)
-    @rule(factor=st.sampled_from([0.5, 1.5]))
+    @rule(factor=st.sampled_from([0.5, 1.5, 2.0]))
     def let_time_pass(self, factor: float) -> None:
         self._step(f"sleep {factor} x max_lifetime")  # type: ignore[attr-defined]
         time.sleep(self.options.max_lifetime * factor)
@@ -666,7 +793,7 @@ class PreparedRules:
     @rule(
         request=PoolMachine.requests,
         query=st.sampled_from(REPEATED_QUERIES),
-        times=st.integers(1, 3),
+        times=st.integers(1, MAX_REPEATS),
     )
     def repeat_query(self, request: Request, query: str, times: int) -> None:
         self._step(f"repeat {query!r} x{times} on {request!r}")  # type: ignore[attr-defined]
@@ -730,39 +857,8 @@ class FaultRules:
         for number, state in list(self.model.requests.items()):
             if state.stuck and not machine._settle_stuck(Request(number), STEP_BOUND):
                 raise Hang(f"Request({number}) still blocked {STEP_BOUND}s after {why}")
-        deadline = time.monotonic() + RECOVERY_BOUND
-        number = -(machine.env.steps + 1)
-        probe = machine.target.open_request(number)
-        self.model.requests[number] = RequestState(number)
-        try:
-            attempts = 0
-            while True:
-                attempts += 1
-                exhausted = self.model.pool_exhausted()
-                try:
-                    result = probe.checkout(STEP_BOUND)
-                except PoolTimeout as exc:
-                    if time.monotonic() > deadline:
-                        raise NoRecoveryAfterHeal(
-                            f"no checkout succeeded within {RECOVERY_BOUND}s {why}: {exc}"
-                        ) from exc
-                    if exhausted:
-                        break  # every slot is held by a request: nothing to prove
-                    continue
-                except Exception as exc:
-                    machine._failed(Request(number), "checkout", exc)
-                    if time.monotonic() > deadline:
-                        raise NoRecoveryAfterHeal(f"{why}: {exc}") from exc
-                    time.sleep(0.05)
-                    continue
-                machine._check_checkout(Request(number), result, exhausted)
-                probe.give_back(STEP_BOUND)
-                break
-            event(f"recovery attempts: {min(attempts, 3)}{'+' if attempts > 3 else ''}")
-        finally:
-            with contextlib.suppress(Exception):
-                probe.finish(5.0)
-            del self.model.requests[number]
+        attempts = machine._probe(why, recovery_bound=RECOVERY_BOUND)
+        event(f"recovery attempts: {min(attempts, 3)}{'+' if attempts > 3 else ''}")
         self.model.recovered()
 
 
@@ -792,10 +888,13 @@ def machine_for(
     options: TargetOptions | None = None,
     name: str | None = None,
     max_requests: int | None = None,
+    roles: tuple[str | None, ...] | None = None,
 ) -> type[PoolMachine]:
     """A machine class bound to ``env`` with the given rule mixins and target options."""
     attrs: dict[str, Any] = {"env": env, "options": options or TargetOptions()}
     if max_requests is not None:
         attrs["max_requests"] = max_requests
+    if roles is not None:
+        attrs["roles"] = roles
     cls_name = name or "".join(m.__name__ for m in mixins) + "PoolMachine"
     return type(cls_name, (*mixins, PoolMachine), attrs)

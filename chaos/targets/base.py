@@ -66,7 +66,8 @@ class TargetOptions:
     reconnect_timeout: float = 30.0
     health_checks: bool = True
     prepare_threshold: int | None = None
-    variant: str | None = None
+    #: A broken backend for the canaries: a name in plain_pool.variants.VARIANTS, or a class.
+    variant: str | type | None = None
 
 
 class RequestThread:
@@ -150,7 +151,7 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def begin(self, how: str) -> None:
-        """Open a transaction: ``"begin"`` (raw BEGIN) or ``"autocommit_off"`` (the wrapper's way)."""
+        """Open a transaction: ``"begin"`` (raw BEGIN) or ``"autocommit_off"`` (the wrapper)."""
 
     @abc.abstractmethod
     def ensure_timezone(self) -> None:
@@ -227,8 +228,8 @@ class Target(abc.ABC):
         """Put new settings in force and apply them from ``via``'s thread (or a control thread)."""
 
     @abc.abstractmethod
-    def pool_replaced_by(self, old: SettingsValue, new: SettingsValue) -> bool:
-        """Whether moving from ``old`` to ``new`` settings puts a new pool in charge."""
+    def current_pool_id(self) -> int | None:
+        """Identity of the pool a checkout would use now (as in CheckoutResult.pool_id)."""
 
     @abc.abstractmethod
     def close_pool(self) -> None: ...

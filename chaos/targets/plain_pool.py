@@ -156,8 +156,13 @@ class PlainPoolTarget(Target):
         self.server = server
         self.options = options
         self.host, self.port = host, port
+        variant = options.variant
         self.wrapper_class: type[DatabaseWrapper] = (
-            VARIANTS[options.variant] if options.variant else DatabaseWrapper
+            DatabaseWrapper
+            if variant is None
+            else variant
+            if isinstance(variant, type)
+            else VARIANTS[variant]
         )
         self.alias = f"chaos{next(_aliases)}"
         self.settings = settings or SettingsValue()
@@ -206,11 +211,14 @@ class PlainPoolTarget(Target):
         else:
             self.control.call(lambda: self.handler.ensure_timezone(self.alias), bound)
 
-    def pool_replaced_by(self, old: SettingsValue, new: SettingsValue) -> bool:
-        zone = "UTC" if new.use_tz else new.time_zone
-        old_zone = "UTC" if old.use_tz else old.time_zone
-        # The zone: ensure_timezone closes the pool. The role: part of the pool's registry key.
-        return zone != old_zone or old.role != new.role
+    def current_pool_id(self) -> int | None:
+        entry = self._current_entry()
+        return id(entry.pool) if entry is not None else None
+
+    def _current_entry(self) -> Any:
+        # The key DatabaseWrapper._pool_key() computes, without making a wrapper.
+        key = (self.wrapper_class, self.alias, self.handler.settings(self.alias).identity())
+        return pools.current(key)
 
     # -- pool maintenance ----------------------------------------------------
     def close_pool(self) -> None:
@@ -225,9 +233,7 @@ class PlainPoolTarget(Target):
         self.control.call(check, 30.0)
 
     def stats(self) -> dict[str, int]:
-        # The key DatabaseWrapper._pool_key() would compute, without making a wrapper.
-        key = (self.wrapper_class, self.alias, self.handler.settings(self.alias).identity())
-        entry = pools.current(key)
+        entry = self._current_entry()
         if entry is None or entry.pool.closed:
             return {}
         return dict(entry.pool.get_stats())

@@ -41,13 +41,13 @@ def _dumps(value: Any) -> str:
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(text=_dumps(value), status=status, content_type="application/json")
+    return web.Response(body=_dumps(value).encode(), status=status, content_type="application/json")
 
 
 def error_response(error: ApiError) -> web.Response:
     body = {"error": error.message, "status": error.status, **error.extra}
     return web.Response(
-        text=_dumps(body) + "\n", status=error.status, content_type="application/json"
+        body=(_dumps(body) + "\n").encode(), status=error.status, content_type="application/json"
     )
 
 
@@ -68,7 +68,9 @@ async def read_json(request: web.Request) -> Any:
     try:
         value, _end = json.JSONDecoder(parse_constant=_reject_constant).raw_decode(text)
     except (ValueError, RecursionError) as exc:
-        raise bad_body(str(exc).split(":")[0] if isinstance(exc, ValueError) else "too deep")
+        raise bad_body(
+            str(exc).split(":")[0] if isinstance(exc, ValueError) else "too deep"
+        ) from None
     return value
 
 

@@ -32,7 +32,7 @@ class Chunk:
         self.ts = ts
 
 
-def EOF() -> Chunk:  # noqa: N802 - reads like a constant at call sites
+def EOF() -> Chunk:
     """A fresh end-of-stream chunk."""
     return Chunk(None, 0.0)
 

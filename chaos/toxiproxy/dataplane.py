@@ -14,6 +14,7 @@ direction then ends too after delivering what it already read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import struct
@@ -31,7 +32,15 @@ log = logging.getLogger("chaos.toxiproxy.dataplane")
 CHAIN_HIGH_WATER = 256 * 1024
 """Bytes inside a direction's toxic chain above which reading its source pauses."""
 
+FLUSH_TIMEOUT = 30.0
+"""Seconds a closed connection may spend flushing to a peer that does not read."""
+
 _LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def _abort_all(transports: list[asyncio.Transport]) -> None:
+    for transport in transports:
+        transport.abort()
 
 
 def _ignore(_data: bytes) -> None:
@@ -91,6 +100,8 @@ class Link:
         self.dst_paused = False
         self.src_paused = False
         self.chain_bytes = 0
+        self.early: list[bytes] = []  # written before the upstream socket exists
+        self.finish_pending = False
 
     # --- wiring -----------------------------------------------------------------------
     def rebind(self) -> None:
@@ -145,13 +156,29 @@ class Link:
             self._update_reading()
 
     def _write(self, data: bytes) -> None:
-        if self.finished or self.dst_gone or self.dst.transport is None:
+        if self.finished or self.dst_gone:
+            return
+        if self.dst.transport is None:
+            self.early.append(data)
+            self.conn.pause_client()
             return
         self.dst.transport.write(data)
+
+    def flush_early(self) -> None:
+        """The upstream socket exists now: send what was read before it did."""
+        early, self.early = self.early, []
+        for data in early:
+            self._write(data)
+        if self.finish_pending:
+            self.finish_pending = False
+            self.finish()
 
     def finish(self) -> None:
         """End of stream reached the destination: close it, end the other direction."""
         if self.finished:
+            return
+        if self.dst.transport is None and not self.conn.closed and not self.conn.upstream_ready:
+            self.finish_pending = True  # upstream still connecting: finish after it does
             return
         self.finished = True
         self.eof_fed = True
@@ -217,11 +244,11 @@ class Link:
                 return
 
     def remove_toxic(self, spec: ToxicSpec) -> None:
-        for i, stub in enumerate(self.stages):
-            if stub.spec is spec:
-                break
-        else:
+        found = [i for i, stub in enumerate(self.stages) if stub.spec is spec]
+        if not found:
             return
+        i = found[0]
+        stub = self.stages[i]
         pending = stub.stop()
         del self.stages[i]
         self._reindex()
@@ -263,10 +290,16 @@ class Connection:
         self.closed = False
         self._connect_task: asyncio.Task[None] | None = None
 
+    def pause_client(self) -> None:
+        transport = self.client.transport
+        if transport is not None and not self.upstream_ready and not transport.is_closing():
+            transport.pause_reading()
+
     def side_made(self, side: Side) -> None:
         if side is self.client:
             assert side.transport is not None
             side.transport.pause_reading()
+            self.loop.call_soon(self.pause_client)  # uvloop starts reading after connection_made
             self.proxy.connections.add(self)
             self.up.start_chain(self.proxy.toxics_for("upstream"))
             self.down.start_chain(self.proxy.toxics_for("downstream"))
@@ -291,10 +324,10 @@ class Connection:
         for link in (self.up, self.down):
             link.rebind()
             link._update_reading()
-        if not self.up.src_paused and not self.up.eof_fed and self.client.transport is not None:
-            self.client.transport.resume_reading()
-        if self.up.eof_fed and not self.up.stages:
-            self.up.finish()
+        self.up.flush_early()
+        client = self.client.transport
+        if not self.up.src_paused and not self.up.eof_fed and client and not client.is_closing():
+            client.resume_reading()
 
     def side_lost(self, side: Side) -> None:
         if side is self.client and not self.upstream_ready:
@@ -315,6 +348,9 @@ class Connection:
         self.up.stop_chain()
         self.down.stop_chain()
         self.proxy.connections.discard(self)
+        stuck = [t for t in self._transports() if t.get_write_buffer_size()]
+        if stuck:  # a peer that never reads must not pin the sockets forever
+            self.loop.call_later(FLUSH_TIMEOUT, _abort_all, stuck)
 
     def _transports(self) -> list[asyncio.Transport]:
         return [s.transport for s in (self.client, self.upstream) if s.transport is not None]
@@ -338,8 +374,6 @@ class Connection:
         for transport in self._transports():
             sock = transport.get_extra_info("socket")
             if sock is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-                except OSError:
-                    pass
         self.abort()

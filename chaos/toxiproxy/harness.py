@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import http.client
 import itertools
 import json
@@ -145,7 +146,7 @@ class ToxiproxyServer:
                 stdout=subprocess.PIPE,
                 stderr=fd,
                 env=env,
-                preexec_fn=lambda parent=os.getpid(): _die_with_parent(parent),  # noqa: PLW0108
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         finally:
             os.close(fd)

@@ -8,6 +8,7 @@ on the event loop under the API lock (see :mod:`chaos.toxiproxy.api`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -308,10 +309,8 @@ class Collection:
                 except ApiError:
                     proxy.listen, proxy.upstream = old[0], old[1]
                     if old[2]:
-                        try:
+                        with contextlib.suppress(ApiError):
                             await proxy.start()
-                        except ApiError:
-                            pass
                     raise
         elif want_enabled and not proxy.enabled:
             await proxy.start()
@@ -348,7 +347,7 @@ class Collection:
             if not upstream:
                 raise MISSING_FIELD.joined(f"upstream at proxy {i}")
             entries.append((name, listen, upstream, True if enabled is None else enabled))
-        for name, listen, _upstream, _enabled in entries:
+        for _name, listen, _upstream, _enabled in entries:
             addresses.resolve_listen(listen)  # every 400 before anything changes
         done: list[Proxy] = []
         for name, listen, upstream, enabled in entries:

@@ -24,16 +24,28 @@ failure (e.g. a second restart), so it drains again.
 
 Everything happens within the pool's timeout: ``PoolTimeout`` at the deadline,
 like the pool's own ``getconn``.
+
+The default check is :func:`check_connection`, which - unlike
+``ConnectionPool.check_connection`` - has a client-side deadline. A pooled
+connection whose peer stopped answering without closing (a half-open link:
+a dead host behind a live proxy or NAT, a black-holing firewall) would
+otherwise block the check until the kernel gives up, far past the checkout
+timeout. TCP keepalives do not help when something in between still ACKs;
+``statement_timeout`` does not help when the query never reaches the
+server. So the probe is bounded by ``min(remaining, HEALTH_CHECK_TIMEOUT)``
+and a connection that misses it is treated as dead.
 """
 
 from __future__ import annotations
 
 import logging
+import selectors
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from plain_pool.pools import PoolEntry
 
@@ -41,6 +53,48 @@ logger = logging.getLogger("plain_pool.health")
 
 #: Attribute stamped on each connection by the pool's configure callback.
 CREATED_AT = "_plain_pool_created_at"
+
+#: Upper bound of one health probe, in seconds. Generous next to a round trip
+#: (a slow but working link still passes), short next to a checkout timeout
+#: (a half-open connection does not eat a caller's whole budget).
+HEALTH_CHECK_TIMEOUT = 2.0
+
+
+class HealthCheckTimeout(psycopg.OperationalError):
+    """The health probe got no answer in time: the connection is treated as dead."""
+
+
+def check_connection(conn: psycopg.Connection, timeout: float = HEALTH_CHECK_TIMEOUT) -> None:
+    """Send an empty query and wait at most ``timeout`` seconds for its answer.
+
+    Works at the libpq level so that the wait has a deadline (psycopg's
+    ``execute`` has none) and so that no ``BEGIN`` is sent whatever the
+    connection's autocommit setting. The connection is checked out by the
+    caller alone, so nothing else uses its socket meanwhile.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        name = pq.TransactionStatus(pgconn.transaction_status).name
+        raise psycopg.OperationalError(f"the connection is not idle ({name})")
+    deadline = monotonic() + timeout
+    pgconn.send_query(b"")
+    with selectors.DefaultSelector() as selector:
+        selector.register(pgconn.socket, selectors.EVENT_READ)
+        while pgconn.flush() != 0:  # a tiny message: normally sent at once
+            pass
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            remaining = deadline - monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise HealthCheckTimeout(f"no answer to the health probe within {timeout:.2f} s")
+    while (result := pgconn.get_result()) is not None:
+        if result.status not in (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK):
+            message = (result.error_message or b"").decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"health probe failed: {message}")
 
 
 def stamp_created(conn: psycopg.Connection) -> None:
@@ -90,7 +144,10 @@ def checkout(
         except PoolTimeout:
             raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec") from None
         try:
-            check(conn)
+            if check is check_connection:
+                check_connection(conn, min(remaining, HEALTH_CHECK_TIMEOUT))
+            else:
+                check(conn)
         except Exception as exc:
             entry.counters["checks_failed"] += 1
             logger.info("pooled connection failed its check: %s", exc)

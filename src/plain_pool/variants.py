@@ -100,7 +100,12 @@ class BackoffRecovery(DatabaseWrapper):
         return None
 
     def _pool_check_callback(self) -> Any:
-        return self._health_check()
+        from psycopg_pool import ConnectionPool
+
+        user_check = (self.settings.pool or {}).get("check")
+        if user_check is not None:
+            return user_check
+        return ConnectionPool.check_connection if self.settings.conn_health_checks else None
 
 
 VARIANTS: dict[str, type[DatabaseWrapper]] = {

@@ -200,9 +200,7 @@ class DatabaseWrapper:
         if s.pool and s.pool.get("check") is not None:
             return s.pool["check"]
         if s.conn_health_checks:
-            from psycopg_pool import ConnectionPool
-
-            return ConnectionPool.check_connection
+            return health.check_connection
         return None
 
     def _checkout_check(self) -> Callable[[psycopg.Connection], Any] | None:

@@ -68,12 +68,13 @@ def timezone_problems(wrapper_class, settings, alias: str) -> list[str]:
             results.append(zone_of(db))
             db.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(3)]
-    for t in threads:
-        t.start()
     main = handler[alias]
     main.ensure_connection()
     main.close()
+    main.pool.wait(timeout=10)  # every slot opened with the old zone: idle ones stay old
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
     held.wait()
     handler.update_settings(alias, TIME_ZONE="Pacific/Auckland", USE_TZ=False)
     main.ensure_timezone()

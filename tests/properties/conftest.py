@@ -80,14 +80,10 @@ def machine_env(request: pytest.FixtureRequest, postgres: Any) -> MachineEnv:
 @pytest.fixture
 def private_machine_env(request: pytest.FixtureRequest, private_faults: Any) -> MachineEnv:
     """A server and a proxy of the test's own: every fault is allowed."""
-    return _make_env(
-        request, private_faults.server, private_faults.proxy, server_faults=True
-    )
+    return _make_env(request, private_faults.server, private_faults.proxy, server_faults=True)
 
 
-def machine_settings(
-    profile_budget: dict | None = None, **overrides: Any
-) -> settings:
+def machine_settings(profile_budget: dict | None = None, **overrides: Any) -> settings:
     """The loaded profile's settings with its (or the given) example and step budget."""
     chosen = dict(profile_budget or budget())
     chosen.update(overrides)
@@ -106,7 +102,7 @@ def run_machine(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]
         item: Any = request.node
 
         def note_statistics(stats: Any) -> None:
-            # What Hypothesis' pytest plugin does for @given tests, for --hypothesis-show-statistics.
+            # What Hypothesis' plugin does for @given tests (--hypothesis-show-statistics).
             stats["nodeid"] = item.nodeid
             text = describe_statistics(stats)
             per = env.steps / env.examples if env.examples else 0.0

@@ -118,10 +118,10 @@ def test_user_check_wins_over_default_without_type_error():
         {**BASE, "POSTGRES_POOL": {"check": my_check}, "POSTGRES_CONN_HEALTH_CHECKS": True}
     )
     assert db._health_check() is my_check
-    from psycopg_pool import ConnectionPool
+    from plain_pool import health
 
     db2 = DatabaseWrapper({**BASE, "POSTGRES_POOL": True, "POSTGRES_CONN_HEALTH_CHECKS": True})
-    assert db2._health_check() is ConnectionPool.check_connection
+    assert db2._health_check() is health.check_connection
     db3 = DatabaseWrapper({**BASE, "POSTGRES_POOL": True})
     assert db3._health_check() is None
 

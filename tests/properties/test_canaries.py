@@ -1,0 +1,133 @@
+"""Canaries: each invariant must catch the broken backend made to break it.
+
+Each test runs a machine against a deliberately broken variant (from
+plain_pool.variants, or tests/properties/broken.py where the package has
+none) and asserts that Hypothesis FINDS the failure, with the invariant's own
+exception, within the loaded profile's budget (chaos.hypothesis_profiles.budget()).
+A canary that stops finding its bug fails the build: the check it guards has
+gone blind.
+
+No example database (a stored failure would make finding free) and no
+shrinking (finding is the point; shrinking costs minutes against real servers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from broken import IgnoresMaxSize, KeepsStatementCache, LendsReturnedConnection, NeverExpires
+from hypothesis import Phase, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from chaos.hypothesis_profiles import budget
+from chaos.machines.errors import (
+    DeadConnectionHandedOut,
+    DoubleCheckout,
+    InvariantViolation,
+    LifetimeNotEnforced,
+    PhantomCommit,
+    PoolOutOfBounds,
+    PreparedStatementsBroken,
+    SessionLeak,
+    StaleTimezone,
+    UnconfiguredConnection,
+    WrongPool,
+)
+from chaos.machines.pool_machine import (
+    LifetimeRules,
+    MachineEnv,
+    NetworkFaults,
+    PreparedRules,
+    machine_for,
+)
+from chaos.targets.base import TargetOptions
+
+pytestmark = pytest.mark.canary
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A broken backend, the invariant that must catch it, and the rules it needs."""
+
+    variant: str | type
+    expected: type[InvariantViolation]
+    mixins: tuple[type, ...] = ()
+    #: One connection by default: every checkout reuses the session the last request left.
+    options: TargetOptions = TargetOptions(max_size=1, timeout=0.5)
+    roles: tuple[str | None, ...] = (None,)
+    needs_proxy: bool = False
+
+    def machine(self, env: MachineEnv) -> type:
+        name = self.variant if isinstance(self.variant, str) else self.variant.__name__
+        options = TargetOptions(**{**self.options.__dict__, "variant": self.variant})
+        return machine_for(
+            env,
+            *self.mixins,
+            options=options,
+            roles=self.roles,
+            max_requests=2,
+            name=f"{name}Machine",
+        )
+
+
+CANARIES = {
+    "SessionLeak": Canary("NoResetOnReturn", SessionLeak),
+    "StaleTimezone": Canary("PoolNotClosedOnTimezoneChange", StaleTimezone),
+    "DeadConnectionHandedOut": Canary(
+        "NoHealthCheck", DeadConnectionHandedOut, mixins=(NetworkFaults,), needs_proxy=True
+    ),
+    "WrongPool": Canary("PutconnToCurrentPool", WrongPool),
+    "UnconfiguredConnection": Canary(
+        "ConfigureOnlyWhenNotPooled", UnconfiguredConnection, roles=("chaos_app",)
+    ),
+    "PhantomCommit": Canary("CommitOnReturn", PhantomCommit),
+    "DoubleCheckout": Canary(
+        LendsReturnedConnection, DoubleCheckout, options=TargetOptions(max_size=2, timeout=0.5)
+    ),
+    "LifetimeNotEnforced": Canary(
+        NeverExpires,
+        LifetimeNotEnforced,
+        mixins=(LifetimeRules,),
+        options=TargetOptions(max_size=1, timeout=0.5, max_lifetime=0.5),
+    ),
+    "PreparedStatementsBroken": Canary(
+        KeepsStatementCache,
+        PreparedStatementsBroken,
+        mixins=(PreparedRules,),
+        options=TargetOptions(max_size=1, timeout=0.5, prepare_threshold=5),
+    ),
+    "PoolOutOfBounds": Canary(IgnoresMaxSize, PoolOutOfBounds),
+}
+
+
+def find(machine: type, expected: type[InvariantViolation]) -> tuple[BaseException, int]:
+    """Run ``machine`` within the profile's budget; return what it raised and examples used."""
+    env: MachineEnv = machine.env
+    before = env.examples
+    chosen = settings(
+        settings(),
+        database=None,
+        phases=[Phase.generate],
+        report_multiple_bugs=False,
+        print_blob=False,
+        **budget(),
+    )
+    with pytest.raises(InvariantViolation) as raised:
+        run_state_machine_as_test(machine, settings=chosen)
+    # The last example is Hypothesis replaying the failure once more.
+    return raised.value, env.examples - before - 1
+
+
+@pytest.mark.parametrize("invariant", list(CANARIES))
+def test_canary_is_found(invariant, machine_env, record_property):
+    canary = CANARIES[invariant]
+    if canary.needs_proxy and machine_env.proxy is None:
+        pytest.skip("needs the fault proxy")
+    error, examples = find(canary.machine(machine_env), canary.expected)
+    record_property("examples_to_find", examples)
+    print(f"{invariant}: found by {type(error).__name__} after {examples} example(s)")
+    assert isinstance(error, canary.expected), (
+        f"{canary.variant} should break {canary.expected.__name__}, "
+        f"but the machine raised {type(error).__name__}: {error}"
+    )

@@ -1,0 +1,424 @@
+"""HTTP API conformance: every row of the contract (spec/toxiproxy.md).
+
+Driven through toxiproxy-python where it can express the call, raw HTTP for
+malformed input and exact status/message checks. Runs against a real server
+too when ``TOXIPROXY_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
+
+from tests.toxiproxy.conftest import TcpServer
+
+pytestmark = pytest.mark.toxiproxy_conformance
+
+
+def error_of(response, newline: bool = True) -> tuple[int, str]:
+    """(status, message) of an error response, checking its shape.
+
+    The real server's /populate errors lack the trailing newline (plain ``Write``).
+    """
+    body = json.loads(response.raw)
+    assert body["status"] == response.status
+    if newline:
+        assert response.raw.endswith(b"\n")
+    return response.status, body["error"]
+
+
+def create(api, name, upstream="127.0.0.1:9", **extra):
+    return api.request("POST", "/proxies", {"name": name, "upstream": upstream, **extra})
+
+
+# --- process-wide -------------------------------------------------------------------------
+def test_version(api):
+    response = api.request("GET", "/version")
+    assert response.status == 200
+    assert isinstance(response.json()["version"], str)
+    assert response.headers["content-type"].startswith("application/json")
+    assert api.client().version()
+
+
+def test_every_response_has_a_request_id(api):
+    for method, path in [("GET", "/version"), ("GET", "/nope"), ("DELETE", "/version")]:
+        response = api.request(method, path)
+        assert response.headers.get("x-toxiproxy-request-id")
+    ids = {api.request("GET", "/version").headers["x-toxiproxy-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_browser_user_agent_is_refused(api):
+    response = api.request("GET", "/proxies", headers={"User-Agent": "Mozilla/5.0 (X11)"})
+    assert response.status == 403
+    assert b"User agent not allowed" in response.raw
+
+
+@pytest.mark.parametrize("path", ["/nope", "/proxies/x/toxics/y/z", "/version/"])
+def test_unknown_path_is_404(api, path):
+    assert api.request("GET", path).status == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/version"),
+        ("DELETE", "/proxies"),
+        ("GET", "/reset"),
+        ("GET", "/populate"),
+        ("PUT", "/proxies/x"),
+        ("PUT", "/proxies/x/toxics"),
+    ],
+)
+def test_wrong_method_is_405(api, method, path):
+    assert api.request(method, path).status == 405
+
+
+# --- proxies ------------------------------------------------------------------------------
+def test_create_show_list_delete(api, pname):
+    name = pname()
+    client = api.client()
+    proxy = client.create(upstream="127.0.0.1:9", name=name, listen="127.0.0.1:0")
+    assert proxy.enabled is True
+    host, port = proxy.listen.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0
+    shown = api.request("GET", f"/proxies/{name}")
+    assert shown.status == 200
+    assert list(shown.json()) == ["name", "listen", "upstream", "enabled", "toxics"]
+    assert shown.json() == {
+        "name": name,
+        "listen": proxy.listen,
+        "upstream": "127.0.0.1:9",
+        "enabled": True,
+        "toxics": [],
+    }
+    assert b" " not in shown.raw  # compact JSON
+    assert name in client.proxies()
+    assert api.proxies()[name]["listen"] == proxy.listen
+    assert proxy.destroy()
+    assert client.get_proxy(name) is None
+    with pytest.raises(NotFound):
+        proxy.destroy()
+
+
+def test_create_returns_201_and_localhost_resolves(api, pname):
+    response = create(api, pname(), listen="localhost:0")
+    assert response.status == 201
+    assert response.json()["listen"].startswith("127.0.0.1:")
+
+
+def test_create_errors(api, pname):
+    name = pname()
+    assert create(api, name).status == 201
+    assert error_of(create(api, name)) == (409, "proxy already exists")
+    assert error_of(api.request("POST", "/proxies", {"upstream": "x:1"})) == (
+        400,
+        "missing required field: name",
+    )
+    assert error_of(api.request("POST", "/proxies", {"name": pname()})) == (
+        400,
+        "missing required field: upstream",
+    )
+    status, message = error_of(api.request("POST", "/proxies", raw="{not json"))
+    assert status == 400 and message.startswith("bad request body: ")
+    status, message = error_of(api.request("POST", "/proxies", raw=""))
+    assert status == 400 and message.startswith("bad request body")
+    with pytest.raises(ProxyExists):
+        api.client().create(upstream="127.0.0.1:9", name=name)
+
+
+def test_listen_address_taken_is_500_with_os_error(api, pname):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        name = pname()
+        status, message = error_of(create(api, name, listen=f"127.0.0.1:{port}"))
+        assert status == 500
+        assert "address already in use" in message
+        assert name not in api.proxies()
+
+
+def test_disabled_proxy_keeps_listen_as_given(api, pname):
+    name = pname()
+    response = create(api, name, listen="localhost:0", enabled=False)
+    assert response.status == 201
+    assert response.json()["listen"] == "localhost:0"
+    assert response.json()["enabled"] is False
+    enabled = api.update_proxy(name, enabled=True)
+    assert enabled["listen"].startswith("127.0.0.1:") and not enabled["listen"].endswith(":0")
+
+
+def test_unknown_fields_are_ignored(api, pname):
+    response = create(api, pname(), colour="blue", toxics=[{"type": "latency"}])
+    assert response.status == 201
+    assert response.json()["toxics"] == []
+
+
+def test_update_is_partial_and_post_or_patch(api, pname):
+    name = pname()
+    info = create(api, name).json()
+    for method in ("POST", "PATCH"):
+        response = api.request(method, f"/proxies/{name}", {"upstream": "127.0.0.1:10"})
+        assert response.status == 200
+        assert response.json()["listen"] == info["listen"]
+        assert response.json()["upstream"] == "127.0.0.1:10"
+    disabled = api.request("POST", f"/proxies/{name}", {"enabled": False}).json()
+    assert disabled["enabled"] is False and disabled["upstream"] == "127.0.0.1:10"
+    assert api.request("POST", "/proxies/absent", {"enabled": False}).status == 404
+    status, message = error_of(api.request("POST", f"/proxies/{name}", raw="[1,"))
+    assert status == 400 and message.startswith("bad request body")
+
+
+def test_proxy_not_found(api):
+    for method in ("GET", "DELETE"):
+        assert error_of(api.request(method, "/proxies/absent")) == (404, "proxy not found")
+    assert error_of(api.request("GET", "/proxies/absent/toxics")) == (404, "proxy not found")
+    assert error_of(api.request("POST", "/proxies/absent/toxics", {"type": "noop"})) == (
+        404,
+        "proxy not found",
+    )
+    assert error_of(api.request("GET", "/proxies/absent/toxics/t")) == (404, "proxy not found")
+
+
+def test_delete_is_204(api, pname):
+    name = pname()
+    create(api, name)
+    response = api.request("DELETE", f"/proxies/{name}")
+    assert response.status == 204 and response.raw == b""
+
+
+# --- toxics -------------------------------------------------------------------------------
+def test_toxic_defaults_and_shape(api, pname):
+    name = pname()
+    proxy = api.client().create(upstream="127.0.0.1:9", name=name)
+    assert api.request("GET", f"/proxies/{name}/toxics").json() == []
+    response = api.request("POST", f"/proxies/{name}/toxics", {"type": "latency"})
+    assert response.status == 200
+    toxic = response.json()
+    assert list(toxic) == ["name", "type", "stream", "toxicity", "attributes"]
+    assert toxic == {
+        "name": "latency_downstream",
+        "type": "latency",
+        "stream": "downstream",
+        "toxicity": 1,
+        "attributes": {"latency": 0, "jitter": 0},
+    }
+    assert set(proxy.toxics()) == {"latency_downstream"}
+
+
+def test_stream_is_case_insensitive_and_stored_as_sent(api, pname):
+    name = pname()
+    create(api, name)
+    toxic = api.request("POST", f"/proxies/{name}/toxics", {"type": "noop", "stream": "UpStream"})
+    assert toxic.status == 200
+    assert toxic.json()["stream"] == "UpStream"
+    assert toxic.json()["name"] == "noop_UpStream"
+    status, message = error_of(
+        api.request("POST", f"/proxies/{name}/toxics", {"type": "noop", "stream": "sideways"})
+    )
+    assert (status, message) == (400, "stream was invalid, can be either upstream or downstream")
+
+
+def test_toxic_errors(api, pname):
+    name = pname()
+    create(api, name)
+    url = f"/proxies/{name}/toxics"
+    assert error_of(api.request("POST", url, {"type": "volcano"})) == (400, "invalid toxic type")
+    assert api.request("POST", url, {"type": "noop", "name": "n"}).status == 200
+    assert error_of(
+        api.request("POST", url, {"type": "latency", "name": "n", "stream": "upstream"})
+    ) == (409, "toxic already exists")
+    status, message = error_of(api.request("POST", url, raw="{"))
+    assert status == 400 and message.startswith("bad request body")
+    status, message = error_of(
+        api.request("POST", url, {"type": "latency", "attributes": {"latency": 100.0}})
+    )
+    assert status == 400 and message.startswith("bad request body")
+    assert error_of(api.request("GET", f"{url}/absent")) == (404, "toxic not found")
+    assert error_of(api.request("DELETE", f"{url}/absent")) == (404, "toxic not found")
+    assert error_of(api.request("POST", f"{url}/absent", {})) == (404, "toxic not found")
+    with pytest.raises(InvalidToxic):
+        api.client().get_proxy(name).add_toxic(type="volcano")
+
+
+def test_unknown_attributes_ignored_missing_are_zero(api, pname):
+    name = pname()
+    create(api, name)
+    toxic = api.request(
+        "POST",
+        f"/proxies/{name}/toxics",
+        {"type": "slicer", "attributes": {"average_size": 10, "colour": 1.5}},
+    )
+    assert toxic.json()["attributes"] == {"average_size": 10, "size_variation": 0, "delay": 0}
+
+
+def test_listing_order_upstream_first_then_creation_order(api, pname):
+    name = pname()
+    proxy = api.client().create(upstream="127.0.0.1:9", name=name)
+    for toxic_name, stream in [
+        ("d1", "downstream"),
+        ("u1", "upstream"),
+        ("d2", "downstream"),
+        ("u2", "upstream"),
+    ]:
+        proxy.add_toxic(name=toxic_name, type="noop", stream=stream)
+    names = [t["name"] for t in api.request("GET", f"/proxies/{name}/toxics").json()]
+    assert names == ["u1", "u2", "d1", "d2"]
+    assert [t["name"] for t in api.get_proxy(name)["toxics"]] == names
+
+
+def test_toxic_update_merges_attributes_and_keeps_toxicity(api, pname):
+    name = pname()
+    create(api, name)
+    api.add_toxic(
+        name, "latency", name="lat", toxicity=0.5, attributes={"latency": 10, "jitter": 3}
+    )
+    for method in ("POST", "PATCH"):
+        response = api.request(
+            method,
+            f"/proxies/{name}/toxics/lat",
+            {
+                "attributes": {"latency": 20},
+                "name": "renamed",
+                "type": "noop",
+                "stream": "upstream",
+            },
+        )
+        assert response.status == 200
+        assert response.json() == {
+            "name": "lat",
+            "type": "latency",
+            "stream": "downstream",
+            "toxicity": 0.5,
+            "attributes": {"latency": 20, "jitter": 3},
+        }
+    assert api.update_toxic(name, "lat", toxicity=1.0)["toxicity"] == 1
+    status, message = error_of(
+        api.request("POST", f"/proxies/{name}/toxics/lat", {"attributes": {"latency": "x"}})
+    )
+    assert status == 400 and message.startswith("bad request body")
+    assert api.toxics(name)[0]["attributes"] == {"latency": 20, "jitter": 3}
+
+
+def test_toxic_delete(api, pname):
+    name = pname()
+    proxy = api.client().create(upstream="127.0.0.1:9", name=name)
+    proxy.add_toxic(type="timeout", attributes={"timeout": 5})
+    assert proxy.destroy_toxic("timeout_downstream")
+    assert proxy.toxics() == {}
+
+
+def test_negative_bandwidth_is_400(api, pname, embedded_only):
+    name = pname()
+    create(api, name)
+    status, message = error_of(
+        api.request(
+            "POST", f"/proxies/{name}/toxics", {"type": "bandwidth", "attributes": {"rate": -1}}
+        )
+    )
+    assert status == 400 and message.startswith("bad request body")
+    api.add_toxic(name, "bandwidth", name="bw", attributes={"rate": 10})
+    response = api.request("POST", f"/proxies/{name}/toxics/bw", {"attributes": {"rate": -5}})
+    assert response.status == 400
+    assert api.toxics(name)[0]["attributes"] == {"rate": 10}
+
+
+# --- /reset and /populate -------------------------------------------------------------------
+def test_reset_enables_all_and_removes_toxics(api, pname):
+    a, b = pname(), pname()
+    create(api, a)
+    create(api, b, enabled=False)
+    api.add_toxic(a, "latency", attributes={"latency": 5})
+    assert api.client().reset()
+    response = api.request("POST", "/reset")
+    assert response.status == 204
+    proxies = api.proxies()
+    assert proxies[a]["enabled"] and proxies[b]["enabled"]
+    assert proxies[a]["toxics"] == [] and a in proxies and b in proxies
+
+
+def test_populate_creates_keeps_and_replaces(api, pname, echo_server):
+    keep, replace, new = pname(), pname(), pname()
+    create(api, keep)
+    listen_keep = api.get_proxy(keep)["listen"]
+    create(api, replace)
+    api.add_toxic(keep, "noop", name="stays")
+    api.update_proxy(keep, enabled=False)
+    listen_keep_disabled = api.get_proxy(keep)["listen"]
+    assert listen_keep_disabled == listen_keep
+    response = api.request(
+        "POST",
+        "/populate",
+        [
+            {"name": keep, "upstream": "127.0.0.1:9", "listen": listen_keep},
+            {"name": replace, "upstream": f"127.0.0.1:{echo_server.port}"},
+            {"name": new, "upstream": "127.0.0.1:9", "listen": "127.0.0.1:0"},
+        ],
+    )
+    assert response.status == 201
+    body = response.json()
+    assert [p["name"] for p in body["proxies"]] == [keep, replace, new]
+    kept = api.get_proxy(keep)
+    assert kept["enabled"] is False and [t["name"] for t in kept["toxics"]] == ["stays"]
+    assert api.get_proxy(replace)["upstream"] == f"127.0.0.1:{echo_server.port}"
+    assert api.get_proxy(new)["enabled"] is True
+
+
+def test_populate_validates_everything_first(api, pname):
+    first = pname()
+    status, message = error_of(
+        api.request(
+            "POST",
+            "/populate",
+            [{"name": first, "upstream": "127.0.0.1:9"}, {"upstream": "127.0.0.1:9"}],
+        ),
+        newline=False,
+    )
+    assert (status, message) == (400, "missing required field: name at proxy 2")
+    status, message = error_of(
+        api.request(
+            "POST", "/populate", [{"name": first, "upstream": "127.0.0.1:9"}, {"name": pname()}]
+        ),
+        newline=False,
+    )
+    assert (status, message) == (400, "missing required field: upstream at proxy 2")
+    assert first not in api.proxies()
+    status, message = error_of(api.request("POST", "/populate", {"name": first}), newline=False)
+    assert status == 400 and message.startswith("bad request body")
+
+
+def test_populate_listen_failure_reports_created_so_far(api, pname):
+    ok = pname()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        response = api.request(
+            "POST",
+            "/populate",
+            [
+                {"name": ok, "upstream": "127.0.0.1:9"},
+                {"name": pname(), "upstream": "127.0.0.1:9", "listen": f"127.0.0.1:{port}"},
+            ],
+        )
+    assert response.status == 500
+    body = json.loads(response.raw)
+    assert "address already in use" in body["error"]
+    assert [p["name"] for p in body["proxies"]] == [ok]
+
+
+def test_client_populate(api, pname):
+    name = pname()
+    created = api.client().populate(
+        [{"name": name, "upstream": "127.0.0.1:9", "listen": "127.0.0.1:0"}]
+    )
+    assert [p.name for p in created] == [name]
+
+
+def test_raw_helpers_used_by_tests_exist(api):
+    assert isinstance(api.proxies(), dict)
+    assert TcpServer  # the conftest servers are importable for other suites
