@@ -370,7 +370,9 @@ class PostgresServer(_ConnectMixin):
         try:
             if fresh:
                 self._create_cluster()
-            self._start_postmaster()
+                self._start_postmaster()
+            else:  # a restart after stop(): clients and proxies point at this port
+                self._respawn()
         except BaseException:
             if fresh:  # nothing worth keeping: do not wait for atexit to remove it
                 self.close()

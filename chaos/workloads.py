@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Pause between one worker's requests: keeps a 2-core machine responsive.
 PACE_S = 0.002
+#: The client-side deadline of :func:`select_with_deadline` (what an application sets).
+QUERY_DEADLINE_S = 0.5
+#: The query :func:`held_session` repeats on the connection it holds.
+SESSION_QUERY = "SELECT pg_sleep(0.02)"
 
 
 def select_one(ctx: ScenarioContext, worker: int) -> None:
@@ -32,6 +36,57 @@ def select_one(ctx: ScenarioContext, worker: int) -> None:
                 cur.execute("SELECT 1")
                 cur.fetchone()
         finally:
+            db.close()
+    ctx.sleep(PACE_S)
+
+
+def select_with_deadline(ctx: ScenarioContext, worker: int) -> None:
+    """:func:`select_one` with a client-side query deadline (:data:`QUERY_DEADLINE_S`).
+
+    Nothing else bounds a query on a half-open link; past the deadline the
+    socket is shut down, the query fails and the connection is discarded.
+    """
+    from chaos.faults import query_deadline
+
+    with ctx.op("select", worker) as op:
+        db = ctx.db()
+        try:
+            conn = db.ensure_connection()
+            op.checked_out()
+            with query_deadline(conn, QUERY_DEADLINE_S), db.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        finally:
+            db.close()
+    ctx.sleep(PACE_S)
+
+
+def held_session(ctx: ScenarioContext, worker: int) -> None:
+    """Hold one connection and query it until stopped or a query fails; each query is one op.
+
+    A fault then always finds every worker holding a connection (a query in
+    flight, or the next one about to be sent on it), whatever the timing (a
+    session of fixed length could end right at the fault and miss it).
+    Returning the connection is recorded as its own ``return`` op.
+    """
+    db = ctx.db()
+    with ctx.op("checkout", worker) as op:
+        db.ensure_connection()
+    if not op.op.ok:
+        ctx.sleep(PACE_S)
+        return
+    held_at = op.op.ended
+    try:
+        while not ctx.stop.is_set():
+            with ctx.op("query", worker) as op:
+                op.op.checked_out = held_at
+                with db.cursor() as cur:
+                    cur.execute(SESSION_QUERY)
+            if not op.op.ok:
+                break
+    finally:
+        with ctx.op("return", worker) as op:
+            op.op.checked_out = held_at
             db.close()
     ctx.sleep(PACE_S)
 
@@ -122,6 +177,14 @@ def idle(ctx: ScenarioContext) -> None:
 
 def under_load(ctx: ScenarioContext) -> None:
     ctx.run_threads(select_one)
+
+
+def under_load_with_deadlines(ctx: ScenarioContext) -> None:
+    ctx.run_threads(select_with_deadline)
+
+
+def held_sessions(ctx: ScenarioContext) -> None:
+    ctx.run_threads(held_session)
 
 
 def writes(ctx: ScenarioContext) -> None:

@@ -112,8 +112,11 @@ class Model:
         return [r for r in self.requests.values() if r.holding is not None]
 
     def held_from(self, pool_id: int | None) -> int:
+        """Connections requests hold from that pool (an unknown lender counts: it may be it)."""
         return sum(
-            1 for r in self.holders() if pool_id is not None and r.holding.pool_id == pool_id
+            1
+            for r in self.holders()
+            if pool_id is not None and r.holding.pool_id in (pool_id, None)
         )
 
     def pool_exhausted(self, pool_id: int | None) -> bool:

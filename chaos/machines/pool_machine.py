@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import psycopg
-from hypothesis import event, note
+from hypothesis import event as _hypothesis_event
+from hypothesis import note as _hypothesis_note
+from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -183,6 +185,20 @@ class MachineEnv:
             )
             conn.execute(f"GRANT ALL ON {PHANTOM_TABLE} TO PUBLIC")
         self._prepared.add(key)
+
+
+def event(label: str) -> None:
+    """hypothesis.event, or nothing outside a Hypothesis run (a pasted regression program)."""
+    with contextlib.suppress(InvalidArgument):
+        _hypothesis_event(label)
+
+
+def note(text: str) -> None:
+    """hypothesis.note, or print outside a Hypothesis run."""
+    try:
+        _hypothesis_note(text)
+    except InvalidArgument:
+        print(text)
 
 
 def _ignore_races(fn: Callable[[], Any]) -> None:
@@ -421,6 +437,12 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _check_checkout(self, request: Request, result: CheckoutResult, exhausted: bool) -> None:
         settings = self.model.settings
+        for other in self.model.holders():
+            if other.holding.backend == result.backend and not other.holding.broken:
+                raise DoubleCheckout(
+                    f"{result.backend!r} handed to {request!r} while Request({other.number}) "
+                    "still holds it"
+                )
         check_session(
             result.fingerprint,
             self.expected(settings),
@@ -429,12 +451,6 @@ class PoolMachine(RuleBasedStateMachine):
                 "its session differs from a freshly configured one"
             ),
         )
-        for other in self.model.holders():
-            if other.holding.backend == result.backend and not other.holding.broken:
-                raise DoubleCheckout(
-                    f"{result.backend!r} handed to {request!r} while Request({other.number}) "
-                    "still holds it"
-                )
         if result.backend in self.model.retired:
             raise LifetimeNotEnforced(
                 f"{result.backend!r} was returned older than max_lifetime="
@@ -580,8 +596,8 @@ class PoolMachine(RuleBasedStateMachine):
         self._outcome(what, Outcome.OK)
         return Outcome.OK, result
 
-    @rule(request=requests, dirt=st.sampled_from(DIRT))
-    def dirty_session(self, request: Request, dirt: Dirt) -> None:
+    @rule(request=requests, dirt=st.sampled_from(DIRT), then_give_back=st.booleans())
+    def dirty_session(self, request: Request, dirt: Dirt, then_give_back: bool) -> None:
         """User SQL leaving session state behind (GUC, role, temp table, lock, LISTEN, ...)."""
         self._step(f"dirty {request!r} {dirt!r}")
         state = self.model.requests[request.number]
@@ -591,18 +607,23 @@ class PoolMachine(RuleBasedStateMachine):
             return
         outcome, _ = self._on_connection(request, "dirty", lambda h, b: h.run(dirt.apply, b))
         holding = state.holding
-        if outcome is not Outcome.OK or holding is None:
-            return
-        attr = getattr(dirt, "attr", None)
-        if attr == "autocommit":
-            holding.autocommit = bool(dirt.value)
-        elif attr == "read_only":
-            holding.read_only = bool(dirt.value)
-        elif attr is None and not holding.autocommit:
-            holding.in_transaction = True  # psycopg began one implicitly
+        if outcome is Outcome.OK and holding is not None:
+            attr = getattr(dirt, "attr", None)
+            if attr == "autocommit":
+                holding.autocommit = bool(dirt.value)
+            elif attr == "read_only":
+                holding.read_only = bool(dirt.value)
+            elif attr is None and not holding.autocommit:
+                holding.in_transaction = True  # psycopg began one implicitly
+        if then_give_back:
+            self.give_back(request)
 
-    @rule(request=requests, how=st.sampled_from(["begin", "autocommit_off"]))
-    def leave_transaction_open(self, request: Request, how: str) -> None:
+    @rule(
+        request=requests,
+        how=st.sampled_from(["begin", "autocommit_off"]),
+        then_give_back=st.booleans(),
+    )
+    def leave_transaction_open(self, request: Request, how: str, then_give_back: bool) -> None:
         """Write in a transaction and never commit: the reset must roll it back."""
         self._step(f"open transaction {request!r} ({how})")
         state = self.model.requests[request.number]
@@ -620,7 +641,8 @@ class PoolMachine(RuleBasedStateMachine):
         holding = state.holding
         assert holding is not None
         if holding.read_only:
-            # The user made the session read-only: the write is refused, the transaction fails.
+            # The user made the session read-only: psycopg applies it to the transactions
+            # it begins (autocommit off), not to a raw BEGIN. Either outcome is fine.
             try:
                 self._handle(request).run(write, self._bound())
             except pgerrors.ReadOnlySqlTransaction:
@@ -633,14 +655,18 @@ class PoolMachine(RuleBasedStateMachine):
             except Exception as exc:
                 self._failed(request, "write_uncommitted", exc, wrote=True)
                 return
-            raise UnexplainedError(f"{request!r} wrote in a read-only transaction")
-        outcome, _ = self._on_connection(
-            request, "write_uncommitted", lambda h, b: h.run(write, b), wrote=True
-        )
-        if outcome is not Outcome.FAILED:
-            # Uncertain too: the INSERT may have run; it must never become visible.
             holding.uncommitted_tokens.append(token)
             holding.in_transaction = True
+        else:
+            outcome, _ = self._on_connection(
+                request, "write_uncommitted", lambda h, b: h.run(write, b), wrote=True
+            )
+            if outcome is not Outcome.FAILED:
+                # Uncertain too: the INSERT may have run; it must never become visible.
+                holding.uncommitted_tokens.append(token)
+                holding.in_transaction = True
+        if then_give_back:
+            self.give_back(request)
 
     @rule(request=requests)
     def fail_transaction(self, request: Request) -> None:
@@ -703,22 +729,27 @@ class PoolMachine(RuleBasedStateMachine):
             # only in ways the reset undoes; nothing to record.
             pass
 
+    def _control(self, what: str, fn: Callable[[float], Any]) -> None:
+        """A pool operation from the control thread; under a blocking fault it may hang."""
+        try:
+            fn(self._bound())
+        except StepTimeout:
+            if not self._effects().blocks:
+                raise Hang(f"{what} did not return within {STEP_BOUND}s, no blocking fault")
+            self._outcome(what, "stuck (blocking fault)")
+        except Exception as exc:
+            self._failed(None, what, exc)
+
     @rule()
     def close_pool(self) -> None:
         self._step("close_pool")
-        try:
-            self.target.close_pool()
-        except Exception as exc:
-            self._failed(None, "close_pool", exc)
+        self._control("close_pool", self.target.close_pool)
 
     @rule()
     def check_pool(self) -> None:
         """pool.check(): discard broken and expired idle connections."""
         self._step("check_pool")
-        try:
-            self.target.check_pool()
-        except Exception as exc:
-            self._failed(None, "check_pool", exc)
+        self._control("check_pool", self.target.check_pool)
 
     # -- invariants ----------------------------------------------------------
     @invariant()
@@ -782,20 +813,43 @@ class LifetimeRules:
     @precondition(lambda self: self.options.max_lifetime <= 2.0)
     @rule(factor=st.sampled_from([0.5, 1.5, 2.0]))
     def let_time_pass(self, factor: float) -> None:
+        """Idle time: pooled connections age."""
         self._step(f"sleep {factor} x max_lifetime")  # type: ignore[attr-defined]
         time.sleep(self.options.max_lifetime * factor)
 
+    @precondition(lambda self: self.options.max_lifetime <= 2.0)
+    @rule(request=PoolMachine.requests, factor=st.sampled_from([0.5, 1.5, 2.0]))
+    def slow_request(self, request: Request, factor: float) -> None:
+        """A request holds its connection past max_lifetime, then gives it back."""
+        machine: PoolMachine = self  # type: ignore[assignment]
+        machine._step(f"slow request {request!r} {factor} x max_lifetime")
+        if not machine._checkout(request):
+            return
+        time.sleep(self.options.max_lifetime * factor)
+        machine.give_back(request)
+
 
 class PreparedRules:
-    """Repeat queries so that psycopg prepares them (run with prepare_threshold=0)."""
+    """Repeat queries so that psycopg prepares them (run with prepare_threshold set)."""
+
+    repeated_queries: ClassVar[tuple[str, ...]] = REPEATED_QUERIES
 
     @precondition(lambda self: self.options.prepare_threshold is not None)
     @rule(
         request=PoolMachine.requests,
-        query=st.sampled_from(REPEATED_QUERIES),
-        times=st.integers(1, MAX_REPEATS),
+        query=st.runner().flatmap(lambda machine: st.sampled_from(machine.repeated_queries)),
+        times=st.sampled_from([1, MAX_REPEATS]),
+        rounds=st.sampled_from([0, 1, 2]),
     )
-    def repeat_query(self, request: Request, query: str, times: int) -> None:
+    def repeat_query(self, request: Request, query: str, times: int, rounds: int) -> None:
+        """Run a hot query ``times`` times; with ``rounds``, give the connection back after
+        each and check out again (the next request hitting the same endpoint)."""
+        for _ in range(max(rounds, 1)):
+            self._repeat(request, query, times)
+            if rounds:
+                self.give_back(request)  # type: ignore[attr-defined]
+
+    def _repeat(self, request: Request, query: str, times: int) -> None:
         self._step(f"repeat {query!r} x{times} on {request!r}")  # type: ignore[attr-defined]
         params = [] if "%s" not in query else (["r"] if "relkind" in query else [1])
 
@@ -865,19 +919,29 @@ class FaultRules:
 class NetworkFaults(FaultRules):
     """Faults through the proxy: latency, reset_peer, down, half_open, timed_close."""
 
+    network_faults: ClassVar[tuple[Fault, ...]] = NETWORK_FAULTS
+
     @precondition(lambda self: len(self.model.active_faults) < 2)
-    @rule(fault=st.sampled_from(NETWORK_FAULTS))
-    def inject_network_fault(self, fault: Fault) -> None:
+    @rule(
+        fault=st.runner().flatmap(lambda machine: st.sampled_from(machine.network_faults)),
+        blip=st.booleans(),
+    )
+    def inject_network_fault(self, fault: Fault, blip: bool) -> None:
+        """A fault that lasts until a heal; a ``blip`` is healed at once (one step long)."""
         if fault.name in self.model.active_faults:
             return
         self._inject(fault)
+        if blip:
+            self.heal()
 
 
 class ServerFaults(FaultRules):
     """Server faults: fast and immediate restarts, a crash, terminated backends."""
 
+    server_faults: ClassVar[tuple[Fault, ...]] = SERVER_FAULTS
+
     @precondition(lambda self: self.env.server_faults)
-    @rule(fault=st.sampled_from(SERVER_FAULTS))
+    @rule(fault=st.runner().flatmap(lambda machine: st.sampled_from(machine.server_faults)))
     def inject_server_fault(self, fault: Fault) -> None:
         self._inject(fault)
 
@@ -889,12 +953,26 @@ def machine_for(
     name: str | None = None,
     max_requests: int | None = None,
     roles: tuple[str | None, ...] | None = None,
+    focus: tuple[str, ...] | None = None,
+    **class_attributes: Any,
 ) -> type[PoolMachine]:
-    """A machine class bound to ``env`` with the given rule mixins and target options."""
+    """A machine class bound to ``env`` with the given rule mixins and target options.
+
+    ``focus`` keeps only the named rules (initialize rules and invariants always
+    stay): the others are shadowed by their plain, undecorated functions, which
+    Hypothesis does not collect. Canaries use it to spend their small budget on
+    the rules that can reach their bug.
+    """
     attrs: dict[str, Any] = {"env": env, "options": options or TargetOptions()}
     if max_requests is not None:
         attrs["max_requests"] = max_requests
     if roles is not None:
         attrs["roles"] = roles
+    attrs.update(class_attributes)
+    if focus is not None:
+        for base in (*mixins, PoolMachine):
+            for attr, value in vars(base).items():
+                if hasattr(value, "hypothesis_stateful_rule") and attr not in focus:
+                    attrs.setdefault(attr, value.__wrapped__)
     cls_name = name or "".join(m.__name__ for m in mixins) + "PoolMachine"
     return type(cls_name, (*mixins, PoolMachine), attrs)

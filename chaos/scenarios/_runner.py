@@ -42,6 +42,16 @@ from chaos.scenarios._registry import FaultStep, Scenario
 PROBE_DEADLINE_S = 20.0
 #: How long the workload may take to notice ``stop`` before it counts as hung.
 WATCHDOG_S = 8.0
+#: Pool counters copied into ``metrics["pool"]`` (evidence that a fault reached the pool).
+POOL_COUNTERS = (
+    "checks_failed",
+    "drains",
+    "reset_failures",
+    "returns_bad",
+    "connections_lost",
+    "connections_errors",
+    "requests_errors",
+)
 
 
 @dataclass
@@ -199,8 +209,9 @@ class ScenarioContext:
         for thread in threads:
             thread.start()
         self.stop.wait()
+        deadline = time.monotonic() + WATCHDOG_S  # one watchdog for all, not WATCHDOG_S each
         for thread in threads:
-            thread.join(WATCHDOG_S)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         for wrapper in self._wrappers:
@@ -443,6 +454,10 @@ class ScenarioRunner:
             for probe in probes:
                 probe.join(PROBE_DEADLINE_S)
         hung = [t for t in ctx._threads if t.is_alive()] + ([thread] if thread.is_alive() else [])
+        # the pool's own view (checks failed, resets failed, connections lost...) for the checks
+        ctx.metrics["pool"] = {
+            k: v for k, v in ctx.pool_stats().items() if k in POOL_COUNTERS and v
+        }
         end = time.monotonic()
         if heal_error:
             violations.append(heal_error)

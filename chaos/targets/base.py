@@ -66,6 +66,9 @@ class TargetOptions:
     reconnect_timeout: float = 30.0
     health_checks: bool = True
     prepare_threshold: int | None = None
+    #: Server-side binding (psycopg.Cursor): without it plain_pool uses ClientCursor,
+    #: which never prepares, so prepare_threshold would change nothing.
+    server_side_binding: bool = False
     #: A broken backend for the canaries: a name in plain_pool.variants.VARIANTS, or a class.
     variant: str | type | None = None
 
@@ -232,10 +235,10 @@ class Target(abc.ABC):
         """Identity of the pool a checkout would use now (as in CheckoutResult.pool_id)."""
 
     @abc.abstractmethod
-    def close_pool(self) -> None: ...
+    def close_pool(self, bound: float) -> None: ...
 
     @abc.abstractmethod
-    def check_pool(self) -> None: ...
+    def check_pool(self, bound: float) -> None: ...
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]: ...

@@ -62,6 +62,8 @@ def settings_dict(
         pg_options["assume_role"] = settings.role
     if options.prepare_threshold is not None:
         pg_options["prepare_threshold"] = options.prepare_threshold
+    if options.server_side_binding:
+        pg_options["server_side_binding"] = True
     result: dict[str, Any] = {
         "POSTGRES_HOST": host,
         "POSTGRES_PORT": port,
@@ -175,12 +177,14 @@ class PlainPoolTarget(Target):
             getattr(server, "host", None),
             getattr(server, "port", None),
             options.prepare_threshold,
+            options.server_side_binding,
             options.health_checks,
         )
         self.description = (
             f"plain_pool {self.wrapper_class.__name__} (alias {self.alias}, "
             f"pool {options.min_size}..{options.max_size}, max_lifetime {options.max_lifetime}s, "
-            f"prepare_threshold {options.prepare_threshold})"
+            f"prepare_threshold {options.prepare_threshold}, "
+            f"server_side_binding {options.server_side_binding})"
         )
 
     def _settings_dict(self, settings: SettingsValue, *, pooled: bool = True) -> dict[str, Any]:
@@ -221,16 +225,16 @@ class PlainPoolTarget(Target):
         return pools.current(key)
 
     # -- pool maintenance ----------------------------------------------------
-    def close_pool(self) -> None:
-        self.control.call(lambda: self.handler[self.alias].close_pool(), 30.0)
+    def close_pool(self, bound: float) -> None:
+        self.control.call(lambda: self.handler[self.alias].close_pool(), bound)
 
-    def check_pool(self) -> None:
+    def check_pool(self, bound: float) -> None:
         def check() -> None:
             entry = pools.current(self.handler[self.alias]._pool_key())
             if entry is not None and not entry.pool.closed:
                 entry.pool.check()
 
-        self.control.call(check, 30.0)
+        self.control.call(check, bound)
 
     def stats(self) -> dict[str, int]:
         entry = self._current_entry()

@@ -34,13 +34,26 @@ timeout. TCP keepalives do not help when something in between still ACKs;
 ``statement_timeout`` does not help when the query never reaches the
 server. So the probe is bounded by ``min(remaining, HEALTH_CHECK_TIMEOUT)``
 and a connection that misses it is treated as dead.
+
+The same hazard exists on the way back: the rollback and session reset run
+when a connection is returned are ordinary queries, and over a half-open
+link they block until the link heals (measured: ``close()`` returned only
+when the fault was removed, 4 s later). :func:`return_deadline` bounds them
+by :data:`RESET_TIMEOUT`: past it the connection's socket is shut down, the
+reset fails at once and the connection is discarded like any broken one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import logging
+import os
 import selectors
-from collections.abc import Callable
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
@@ -58,6 +71,10 @@ CREATED_AT = "_plain_pool_created_at"
 #: (a slow but working link still passes), short next to a checkout timeout
 #: (a half-open connection does not eat a caller's whole budget).
 HEALTH_CHECK_TIMEOUT = 2.0
+
+
+#: Upper bound of the rollback + session reset when a connection is returned.
+RESET_TIMEOUT = 2.0
 
 
 class HealthCheckTimeout(psycopg.OperationalError):
@@ -169,3 +186,87 @@ def discard(entry: PoolEntry, conn: psycopg.Connection) -> None:
             entry.pool.putconn(conn)
         except Exception as exc:
             logger.warning("putconn of a discarded connection failed: %s", exc)
+
+
+def shutdown_socket(conn: psycopg.Connection) -> None:
+    """Shut the connection's socket down: whatever waits on it wakes up with EOF.
+
+    The descriptor itself stays psycopg's (a duplicate is shut down and closed).
+    """
+    try:
+        fd = conn.pgconn.socket
+    except psycopg.Error:
+        return  # already closed
+    dup = os.dup(fd)
+    try:
+        sock = socket.socket(fileno=dup)
+    except OSError:
+        os.close(dup)
+        return
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One daemon thread that shuts down the sockets of connections past their deadline.
+
+    Cheaper than a ``threading.Timer`` per return (a thread each): arming is a
+    heap push under a lock, and the thread is only woken when the new deadline
+    is the earliest. The shutdown runs under the lock, so a disarmed entry's
+    connection (which its owner may close right after) is never touched.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[list[Any]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: psycopg.Connection, seconds: float) -> list[Any]:
+        entry = [monotonic() + seconds, next(self._seq), conn]
+        with self._cond:
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():  # first use, or a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="plain_pool-return-deadline", daemon=True
+                )
+                self._thread.start()
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return entry
+
+    def disarm(self, entry: list[Any]) -> None:
+        with self._cond:
+            entry[2] = None
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                entry = heapq.heappop(self._heap)
+                conn, entry[2] = entry[2], None
+                try:
+                    shutdown_socket(conn)
+                except Exception as exc:  # never let the watchdog die
+                    logger.warning("could not shut down %r past its deadline: %s", conn, exc)
+
+
+_WATCHDOG = _Watchdog()
+
+
+@contextlib.contextmanager
+def return_deadline(conn: psycopg.Connection, seconds: float = RESET_TIMEOUT) -> Iterator[None]:
+    """Bound the block (the reset on return): past ``seconds`` the socket is shut down."""
+    entry = _WATCHDOG.arm(conn, seconds)
+    try:
+        yield
+    finally:
+        _WATCHDOG.disarm(entry)

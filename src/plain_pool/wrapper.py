@@ -387,8 +387,9 @@ class DatabaseWrapper:
             self._putconn(entry, conn)  # a closed pool closes it
             return
         try:
-            self._end_transaction_on_return(conn)
-            self._reset_session(conn, entry)
+            with health.return_deadline(conn):  # a half-open link must not hang close()
+                self._end_transaction_on_return(conn)
+                self._reset_session(conn, entry)
         except Exception as exc:
             entry.counters["reset_failures"] += 1
             logger.warning("session reset failed, discarding the connection: %s", exc)

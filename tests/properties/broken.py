@@ -16,21 +16,25 @@ from plain_pool import DatabaseWrapper, pools
 from plain_pool.recovering_pool import RecoveringConnectionPool
 
 
-class LendsReturnedConnection(DatabaseWrapper):
-    """Hands the last returned connection straight to the next checkout, though it is
-    idle in the pool too: the pool can lend the same session to another request."""
+class SharesConnectionAcrossThreads(DatabaseWrapper):
+    """A connection cached per alias, not per thread: two requests use one session."""
 
-    _last: ClassVar[list[tuple[pools.PoolEntry, psycopg.Connection]]] = []
+    _shared: ClassVar[dict[str, tuple[pools.PoolEntry, psycopg.Connection]]] = {}
 
-    def _putconn(self, entry: pools.PoolEntry, conn: psycopg.Connection) -> None:
-        if conn not in entry.pool._pool:  # lent by us while idle in the pool: already there
-            super()._putconn(entry, conn)
-        self._last[:] = [(entry, conn)]
+    def connect(self) -> None:
+        shared = self._shared.get(self.alias)
+        if shared is not None and not shared[1].closed:
+            self._conn_entry, self.connection = shared
+            return
+        super().connect()
+        assert self._conn_entry is not None and self.connection is not None
+        self._shared[self.alias] = (self._conn_entry, self.connection)
 
-    def _checkout(self, entry: pools.PoolEntry) -> psycopg.Connection:
-        if self._last and self._last[0][0] is entry and not self._last[0][1].closed:
-            return self._last.pop()[1]
-        return super()._checkout(entry)
+    def close(self) -> None:
+        shared = self._shared.get(self.alias)
+        if shared is not None and shared[1] is self.connection:
+            del self._shared[self.alias]
+        super().close()
 
 
 class _ImmortalPool(RecoveringConnectionPool):
@@ -51,7 +55,7 @@ class NeverExpires(DatabaseWrapper):
 
 
 class KeepsStatementCache(DatabaseWrapper):
-    """DISCARD ALL on return, but psycopg's prepared-statement cache is not forgotten."""
+    """The reset's DISCARD ALL may be prepared, and psycopg's cache is not forgotten."""
 
     def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
         from plain_pool import session_reset
@@ -61,9 +65,11 @@ class KeepsStatementCache(DatabaseWrapper):
             prepare_threshold=self.settings.prepare_threshold,
             cursor_factory=self._cursor_factory(),
         )
-        conn.execute("DISCARD ALL", prepare=False)
+        # prepare left to psycopg: run five times, DISCARD ALL gets prepared itself, and from
+        # then on psycopg's cache names statements the server dropped (psycopg 3.3.9).
+        conn.execute("DISCARD ALL")
         self._configure_pooled(conn)
-        # missing: session_reset.forget_client_prepared_statements(conn)
+        # missing too: session_reset.forget_client_prepared_statements(conn)
 
 
 class _OversizedPool(RecoveringConnectionPool):
@@ -80,5 +86,5 @@ class IgnoresMaxSize(DatabaseWrapper):
 
 BROKEN: dict[str, type[DatabaseWrapper]] = {
     cls.__name__: cls
-    for cls in (LendsReturnedConnection, NeverExpires, KeepsStatementCache, IgnoresMaxSize)
+    for cls in (SharesConnectionAcrossThreads, NeverExpires, KeepsStatementCache, IgnoresMaxSize)
 }

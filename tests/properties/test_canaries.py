@@ -16,10 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from broken import IgnoresMaxSize, KeepsStatementCache, LendsReturnedConnection, NeverExpires
+from broken import (
+    IgnoresMaxSize,
+    KeepsStatementCache,
+    NeverExpires,
+    SharesConnectionAcrossThreads,
+)
 from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from chaos.faults.network import Down, HalfOpen
 from chaos.hypothesis_profiles import budget
 from chaos.machines.errors import (
     DeadConnectionHandedOut,
@@ -46,6 +52,12 @@ from chaos.targets.base import TargetOptions
 pytestmark = pytest.mark.canary
 
 
+ONE_CONNECTION = TargetOptions(max_size=1, timeout=0.5)
+#: Rules every canary keeps: requests come and go, check out and give back.
+REQUESTS = ("open_request", "finish_request", "checkout", "give_back")
+SETTINGS = ("change_settings", "change_settings_in_request")
+
+
 @dataclass(frozen=True)
 class Canary:
     """A broken backend, the invariant that must catch it, and the rules it needs."""
@@ -54,9 +66,14 @@ class Canary:
     expected: type[InvariantViolation]
     mixins: tuple[type, ...] = ()
     #: One connection by default: every checkout reuses the session the last request left.
-    options: TargetOptions = TargetOptions(max_size=1, timeout=0.5)
+    options: TargetOptions = ONE_CONNECTION
     roles: tuple[str | None, ...] = (None,)
     needs_proxy: bool = False
+    #: Other machine class attributes (e.g. a narrower fault choice).
+    narrow: tuple[tuple[str, object], ...] = ()
+    #: The rules that can reach the bug (None: all of them).
+    focus: tuple[str, ...] | None = None
+    max_requests: int = 2
 
     def machine(self, env: MachineEnv) -> type:
         name = self.variant if isinstance(self.variant, str) else self.variant.__name__
@@ -66,36 +83,58 @@ class Canary:
             *self.mixins,
             options=options,
             roles=self.roles,
-            max_requests=2,
+            max_requests=self.max_requests,
+            focus=self.focus,
             name=f"{name}Machine",
+            **dict(self.narrow),
         )
 
 
 CANARIES = {
-    "SessionLeak": Canary("NoResetOnReturn", SessionLeak),
-    "StaleTimezone": Canary("PoolNotClosedOnTimezoneChange", StaleTimezone),
-    "DeadConnectionHandedOut": Canary(
-        "NoHealthCheck", DeadConnectionHandedOut, mixins=(NetworkFaults,), needs_proxy=True
+    "SessionLeak": Canary("NoResetOnReturn", SessionLeak, focus=(*REQUESTS, "dirty_session")),
+    "StaleTimezone": Canary(
+        "PoolNotClosedOnTimezoneChange", StaleTimezone, focus=REQUESTS + SETTINGS
     ),
-    "WrongPool": Canary("PutconnToCurrentPool", WrongPool),
+    "DeadConnectionHandedOut": Canary(
+        "NoHealthCheck",
+        DeadConnectionHandedOut,
+        mixins=(NetworkFaults,),
+        needs_proxy=True,
+        # Faults that kill idle pooled connections (down: at once; half_open: on heal).
+        narrow=(("network_faults", (Down(), HalfOpen())),),
+        focus=(*REQUESTS, "inject_network_fault", "heal"),
+    ),
+    "WrongPool": Canary(
+        "PutconnToCurrentPool", WrongPool, focus=REQUESTS + SETTINGS + ("close_pool",)
+    ),
     "UnconfiguredConnection": Canary(
         "ConfigureOnlyWhenNotPooled", UnconfiguredConnection, roles=("chaos_app",)
     ),
-    "PhantomCommit": Canary("CommitOnReturn", PhantomCommit),
+    "PhantomCommit": Canary(
+        "CommitOnReturn", PhantomCommit, focus=(*REQUESTS, "leave_transaction_open")
+    ),
     "DoubleCheckout": Canary(
-        LendsReturnedConnection, DoubleCheckout, options=TargetOptions(max_size=2, timeout=0.5)
+        SharesConnectionAcrossThreads,
+        DoubleCheckout,
+        options=TargetOptions(max_size=2, timeout=0.5),
+        focus=REQUESTS,
     ),
     "LifetimeNotEnforced": Canary(
         NeverExpires,
         LifetimeNotEnforced,
         mixins=(LifetimeRules,),
         options=TargetOptions(max_size=1, timeout=0.5, max_lifetime=0.5),
+        focus=(*REQUESTS, "let_time_pass", "slow_request"),
     ),
     "PreparedStatementsBroken": Canary(
         KeepsStatementCache,
         PreparedStatementsBroken,
         mixins=(PreparedRules,),
-        options=TargetOptions(max_size=1, timeout=0.5, prepare_threshold=5),
+        options=TargetOptions(
+            max_size=1, timeout=0.5, prepare_threshold=5, server_side_binding=True
+        ),
+        narrow=(("repeated_queries", ("SELECT 1",)),),
+        focus=(*REQUESTS, "repeat_query"),
     ),
     "PoolOutOfBounds": Canary(IgnoresMaxSize, PoolOutOfBounds),
 }

@@ -64,10 +64,9 @@ def test_max_lifetime(machine_env, run_machine, length):
 def test_prepared_statements_survive_the_reset(machine_env, run_machine, length, threshold):
     """Prepared statements on, repeated queries: the reset must not strand psycopg's cache.
 
-    threshold 0 prepares every query at once; 5 (psycopg's default) is the one
-    that, measured on psycopg 3.3.9, leaves the cache stale after a DISCARD ALL
-    the backend does not follow with forgetting the cache.
+    threshold 0 prepares every query at once; 5 is psycopg's default. Server-side
+    binding is on: plain_pool's default ClientCursor never prepares anything.
     """
-    options = TargetOptions(prepare_threshold=threshold)
+    options = TargetOptions(prepare_threshold=threshold, server_side_binding=True)
     machine = machine_for(machine_env, PreparedRules, options=options, name="PreparedMachine")
     run_machine(machine, **_budget(length))

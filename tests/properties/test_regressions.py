@@ -1,0 +1,79 @@
+"""Failing programs the machines printed, pasted as regression tests.
+
+The body of each test below is Hypothesis' "Falsifying example" output, copied
+as printed (steps, invariant calls and all): the machines' step reprs are valid
+Python. Only the first line changes: ``state = PoolMachine()`` needs the class
+bound to this test's servers, so it is made with ``machine_for`` under the
+name the printout used.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos.machines.dirt import SetGuc
+from chaos.machines.errors import SessionLeak, WrongConfiguration
+from chaos.machines.model import SettingsValue
+from chaos.machines.pool_machine import machine_for
+from chaos.targets.base import TargetOptions
+
+
+@pytest.mark.xfail(
+    raises=WrongConfiguration,
+    strict=True,
+    reason=(
+        "plain_pool bug found by the machine: a connection returned to a pool that is no "
+        "longer current is reset and configured for the settings in force NOW (here: no "
+        "role); when the settings come back, that pool is current again and hands it out "
+        "unconfigured. Remove this marker once the backend configures per pool."
+    ),
+)
+def test_role_change_and_back_keeps_configuration(machine_env):
+    PoolMachine = machine_for(machine_env, name="PoolMachine")  # noqa: N806 - as printed
+    # --- pasted from the printed failing program ---
+    state = PoolMachine()
+    requests_0 = state.start(settings=SettingsValue("UTC", use_tz=False, role="chaos_app"))
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.checkout(request=requests_0)
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    requests_1 = state.open_request()
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    requests_2 = state.open_request()
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.change_settings(settings=SettingsValue("UTC", use_tz=False, role=None))
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.finish_request(request=requests_0)
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.change_settings(settings=SettingsValue("UTC", use_tz=False, role="chaos_app"))
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.check_pool()
+    state.no_phantom_commits()
+    state.pool_within_bounds()
+    state.checkout(request=requests_2)
+    state.teardown()
+    del requests_1
+
+
+def test_no_reset_on_return_leaks_a_guc(machine_env):
+    """The canary's printed program: the broken backend must keep failing it."""
+    options = TargetOptions(max_size=1, timeout=0.5, variant="NoResetOnReturn")
+    NoResetOnReturnMachine = machine_for(  # noqa: N806 - as printed
+        machine_env, options=options, name="NoResetOnReturnMachine"
+    )
+    with pytest.raises(SessionLeak, match="work_mem"):
+        # --- pasted from the printed failing program ---
+        state = NoResetOnReturnMachine()
+        requests_0 = state.start(settings=SettingsValue("UTC", use_tz=False, role=None))
+        state.no_phantom_commits()
+        state.pool_within_bounds()
+        state.dirty_session(
+            dirt=SetGuc(name="work_mem", value="8MB"), request=requests_0, then_give_back=True
+        )
+    state.teardown()
