@@ -14,3 +14,17 @@ pytest_plugins = [
     "chaos.fixtures.scenarios",
     "chaos.fixtures.report",
 ]
+
+
+def child_pytest_args() -> list[str]:
+    """The arguments that load this plugin in a child ``pytest`` run.
+
+    Installed (``pip install``/tox), the ``pytest11`` entry point loads it
+    already, and ``-p chaos.pytest_plugin`` on top would register it twice;
+    from a bare checkout (``PYTHONPATH=src:.``) the entry point is missing
+    and ``-p`` is needed.
+    """
+    from importlib.metadata import entry_points
+
+    installed = any(ep.value == __name__ for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", __name__]

@@ -31,8 +31,8 @@ from typing import Any, ClassVar
 import psycopg
 from hypothesis import event as _hypothesis_event
 from hypothesis import note as _hypothesis_note
-from hypothesis.errors import InvalidArgument
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -251,6 +251,7 @@ class PoolMachine(RuleBasedStateMachine):
         env.last_target = self.target.description
         self.handles: dict[int, TargetRequest] = {}
         self._probe_request: TargetRequest | None = None
+        self.limbo: list[TargetRequest] = []
         self.run_id = uuid.uuid4().hex[:8]
         self.tokens = 0
         self._admin: psycopg.Connection | None = None
@@ -530,7 +531,10 @@ class PoolMachine(RuleBasedStateMachine):
         self._step(f"finish {request!r}")
         state = self.model.requests[request.number]
         if state.stuck and not self._settle_stuck(request, 0.0):
-            # Still blocked: leave it to teardown (heal unblocks it).
+            # Still blocked: forget it now (preconditions must not depend on timing);
+            # teardown finishes it once the heal has unblocked it.
+            self.limbo.append(self.handles.pop(request.number))
+            del self.model.requests[request.number]
             return
         holding = state.holding
         try:
@@ -735,7 +739,9 @@ class PoolMachine(RuleBasedStateMachine):
             fn(self._bound())
         except StepTimeout:
             if not self._effects().blocks:
-                raise Hang(f"{what} did not return within {STEP_BOUND}s, no blocking fault")
+                raise Hang(
+                    f"{what} did not return within {STEP_BOUND}s, no blocking fault"
+                ) from None
             self._outcome(what, "stuck (blocking fault)")
         except Exception as exc:
             self._failed(None, what, exc)
@@ -787,6 +793,8 @@ class PoolMachine(RuleBasedStateMachine):
             self.nemesis.heal_all()
         if self._probe_request is not None:
             self.handles[PROBE] = self._probe_request
+        for handle in self.limbo:
+            self.handles[handle.number + 1_000_000] = handle
         for number, handle in list(self.handles.items()):
             try:
                 handle.finish(5.0)

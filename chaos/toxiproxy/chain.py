@@ -148,9 +148,9 @@ class Stub:
         if nbytes > 0:
             self.link.discard(nbytes)
 
-    def reset_connection(self) -> None:
-        """TCP RST both sides of the connection."""
-        if not self.dead:
+    def reset_connection(self, *, even_if_removed: bool = False) -> None:
+        """TCP RST both sides of the connection (reset_peer's committed reset: even after removal)."""
+        if even_if_removed or not self.dead:
             self.link.conn.reset()
 
     def now(self) -> float:

@@ -176,3 +176,32 @@ def test_canary_backoff_recovery(private_postgres, make_db_settings):
     )
     problems, _ = restart_problems(VARIANTS["BackoffRecovery"], private_postgres, settings)
     assert problems != []
+
+
+def test_return_over_a_half_open_link_is_bounded(pg_proxy, postgres):
+    """The reset on return has a deadline: a black-holed link cannot block ``close()``.
+
+    Keepalives do not fire (the proxy's kernel ACKs everything) and the
+    server never sees the rollback / DISCARD ALL, so without the deadline the
+    caller waits until the link heals - here never, within the test.
+    """
+    from chaos.faults import Nemesis, chaos_db_settings, make
+    from plain_pool import health
+
+    settings = chaos_db_settings(
+        pg_proxy,
+        postgres,
+        POSTGRES_POOL={"min_size": 1, "max_size": 1, "timeout": 1.0},
+        POSTGRES_CONN_HEALTH_CHECKS=True,
+    )
+    db = DatabaseWrapper(settings, alias="return-deadline")
+    db.cursor().execute("SELECT 1")
+    nemesis = Nemesis(pg_proxy, postgres)
+    with nemesis.apply(make("half_open")):
+        started = time.monotonic()
+        db.close()
+        took = time.monotonic() - started
+    assert health.RESET_TIMEOUT * 0.9 <= took <= health.RESET_TIMEOUT + 1.0, took
+    # The broken connection was discarded, not pooled: the next checkout works.
+    db.cursor().execute("SELECT 1")
+    db.close_pool()

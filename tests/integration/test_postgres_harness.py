@@ -22,6 +22,7 @@ from chaos.postgres import (
     ServerControlUnavailable,
     docker_available,
 )
+from chaos.pytest_plugin import child_pytest_args
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD_ENV = {
@@ -243,8 +244,7 @@ def _child_pytest(
             sys.executable,
             "-m",
             "pytest",
-            "-p",
-            "chaos.pytest_plugin",
+            *child_pytest_args(),
             "-p",
             "no:cacheprovider",
             "-rs",

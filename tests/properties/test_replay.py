@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from hypothesis import Phase, reproduce_failure
-
 from test_canaries import CANARIES
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "tests/properties/test_replay.py::test_replayable_canary"
 SEED = re.compile(r"--hypothesis-seed=(\d+)")
+PYTEST = (sys.executable, "-m", "pytest", "-p", "chaos.pytest_plugin", "-p", "no:cacheprovider")
 BLOB = re.compile(r"@reproduce_failure\('([^']+)', (b'[^']*')\)")
 
 
@@ -52,8 +52,7 @@ def _child(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         [str(REPO / "src"), str(REPO), str(REPO / "tests" / "properties")]
     )
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "chaos.pytest_plugin", "-p", "no:cacheprovider"]
-        + ["-q", "-x", NODE, *args],
+        [*PYTEST, "-q", "-x", NODE, *args],
         cwd=REPO,
         env=environ,
         capture_output=True,

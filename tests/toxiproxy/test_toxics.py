@@ -190,6 +190,18 @@ def test_reset_peer_waits_timeout(echo_proxy):
         assert time.monotonic() - start >= 0.18
 
 
+def test_reset_peer_once_triggered_survives_removal(echo_proxy):
+    """Removing the toxic during its wait does not cancel the reset (as the real server)."""
+    name = echo_proxy.add_toxic("reset_peer", stream="upstream", timeout=300)
+    with connect(echo_proxy.address) as sock:
+        sock.sendall(b"boom")
+        time.sleep(0.1)  # the toxic has the chunk and is waiting
+        echo_proxy.remove_toxic(name)
+        with pytest.raises(ConnectionResetError):
+            sock.settimeout(5)
+            sock.recv(10)
+
+
 def test_slicer_piece_sizes(tcp_server_factory, tcp_proxy_factory):
     payload = bytes(range(256)) * 4  # 1024 bytes
     server = tcp_server_factory(source(payload, then_wait=1.0))

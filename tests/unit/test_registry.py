@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.pytest_plugin import child_pytest_args
 from chaos.scenarios import (
     REGISTRY,
     Expectations,
@@ -165,8 +166,7 @@ def test_new_scenario_module_and_hook_are_discovered_and_run(tmp_path):
             sys.executable,
             "-m",
             "pytest",
-            "-p",
-            "chaos.pytest_plugin",
+            *child_pytest_args(),
             "-p",
             "no:cacheprovider",
             "-q",

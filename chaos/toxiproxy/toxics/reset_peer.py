@@ -2,7 +2,10 @@
 
 The reset is a real TCP RST on both sockets (SO_LINGER 0 then close), so the
 client sees ECONNRESET rather than an orderly end of stream. The triggering
-data is dropped, like the real server.
+data is dropped, like the real server. Once triggered, the reset is
+committed: removing or changing the toxic during the wait does not cancel it
+(the real server's goroutine sleeps through its interrupt too). Cancelling it
+would leave a connection that silently lost the triggering bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ class ResetPeerToxic(Toxic):
     async def pipe(self, stub: Stub) -> None:
         chunk = await stub.recv()
         stub.drop(chunk)
-        if self.attrs["timeout"] > 0:
-            await asyncio.sleep(self.attrs["timeout"] / 1000.0)
-        stub.reset_connection()
+        await asyncio.shield(self._reset_after(stub, self.attrs["timeout"] / 1000.0))
+
+    @staticmethod
+    async def _reset_after(stub: Stub, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        stub.reset_connection(even_if_removed=True)
