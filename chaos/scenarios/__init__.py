@@ -6,15 +6,17 @@ directory is added to the package path), or from your own project with the
 pytest hook ``pytest_plain_pool_scenarios(registry)`` in a conftest or plugin.
 Modules whose name starts with ``_`` are infrastructure and are not discovered.
 
+    from chaos import workloads
     from chaos.scenarios import Expectations, FaultStep, scenario
 
     @scenario(
         "my-restart",
-        faults=[FaultStep(at=1.0, fault="restart", params={"mode": "fast"})],
+        faults=[FaultStep(at=1.0, fault="restart_fast")],
         expect=Expectations(max_recovery_s=0.1, caller_errors="in_flight"),
+        marks=("chaos", "restarts_server"),
     )
     def my_restart(ctx):
-        ctx.run_threads(ctx.workloads.select_one)
+        ctx.run_threads(workloads.select_one)
 """
 
 from __future__ import annotations

@@ -99,8 +99,11 @@ class PlainPoolSession(Session):
         return self.handler[self.alias]
 
     def checkout(self) -> CheckoutResult:
+        # driver_statements "auto": with prepare_threshold on, psycopg's own _pg3_ statements
+        # (the pool's health check makes one) are its cache, not a previous user's state;
+        # the prepared-statements machine checks that cache stays valid instead.
         conn = self.db.ensure_connection()
-        fingerprint = session_fingerprint(conn, driver_statements="include")
+        fingerprint = session_fingerprint(conn)
         backend, age = _backend(conn)
         entry = getattr(self.db, "_conn_entry", None)
         return CheckoutResult(fingerprint, backend, age, id(entry.pool) if entry else None)
@@ -249,7 +252,7 @@ class PlainPoolTarget(Target):
         )
         db = DatabaseWrapper(direct, alias=f"{self.alias}-expected")
         try:
-            return session_fingerprint(db.ensure_connection(), driver_statements="include")
+            return session_fingerprint(db.ensure_connection())
         finally:
             db.close()
 

@@ -149,7 +149,11 @@ class Stub:
             self.link.discard(nbytes)
 
     def reset_connection(self, *, even_if_removed: bool = False) -> None:
-        """TCP RST both sides of the connection (reset_peer's committed reset: even after removal)."""
+        """TCP RST both sides of the connection.
+
+        ``even_if_removed``: reset_peer's reset, once triggered, happens even
+        if the toxic was removed meanwhile.
+        """
         if even_if_removed or not self.dead:
             self.link.conn.reset()
 
