@@ -608,6 +608,8 @@ class PoolMachine(RuleBasedStateMachine):
         holding = state.holding
         if holding is not None and (holding.in_transaction or holding.tx_failed):
             # Inside a transaction: the dirt would be rolled back or refused; keep it simple.
+            if then_give_back:
+                self.give_back(request)
             return
         outcome, _ = self._on_connection(request, "dirty", lambda h, b: h.run(dirt.apply, b))
         holding = state.holding
@@ -632,6 +634,8 @@ class PoolMachine(RuleBasedStateMachine):
         self._step(f"open transaction {request!r} ({how})")
         state = self.model.requests[request.number]
         if state.holding is not None and (state.holding.in_transaction or state.holding.tx_failed):
+            if then_give_back:
+                self.give_back(request)
             return
         self.tokens += 1
         token = f"{self.run_id}-{self.tokens}"
@@ -981,6 +985,9 @@ def machine_for(
         for base in (*mixins, PoolMachine):
             for attr, value in vars(base).items():
                 if hasattr(value, "hypothesis_stateful_rule") and attr not in focus:
-                    attrs.setdefault(attr, value.__wrapped__)
+                    plain = value
+                    while hasattr(plain, "hypothesis_stateful_rule"):
+                        plain = plain.__wrapped__  # past @precondition and @rule
+                    attrs.setdefault(attr, plain)
     cls_name = name or "".join(m.__name__ for m in mixins) + "PoolMachine"
     return type(cls_name, (*mixins, PoolMachine), attrs)

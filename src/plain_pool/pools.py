@@ -57,6 +57,9 @@ class PoolEntry:
     #: monotonic() of the last drain (0 = never): connections created before are suspect.
     last_drain: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: A wrapper frozen at the settings this pool was made for: it configures
+    #: the pool's connections (new ones and after every reset on return).
+    configurer: Any = None
 
 
 _lock = threading.Lock()

@@ -16,6 +16,7 @@ always honoured (Django #35688).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -218,22 +219,46 @@ class DatabaseWrapper:
 
         return RecoveringConnectionPool
 
+    def _configurer_for_pool(self) -> DatabaseWrapper:
+        """A copy of this wrapper frozen at the settings the pool is made for.
+
+        The pool's connections must be configured for the pool's settings,
+        not for the alias's settings of the moment: a connection can go back
+        to a pool that is no longer current (the role or zone changed while
+        it was out), and that pool becomes current again when the settings
+        change back - it must not then hand out a session configured for the
+        other settings (found by the state machines: StaleRole). A copy of
+        the same class, so subclass overrides of ``_configure_*`` are honoured.
+        """
+        configurer = copy.copy(self)
+        configurer._settings_ref = SettingsRef(self.settings)
+        configurer.connection = None
+        configurer._conn_entry = None
+        return configurer
+
     def _create_pool_entry(self) -> pools.PoolEntry:
         s = self.settings
         if s.pool is None:
             raise ImproperlyConfigured("POSTGRES_POOL is not enabled")
-        zone = self.timezone_name
+        configurer = self._configurer_for_pool()
+        zone = configurer.timezone_name
         options = {k: v for k, v in s.pool.items() if k != "check"}
         options.setdefault("name", f"plain_pool-{self.alias}")
         pool = self._pool_class()(
             conninfo="",
-            kwargs=self._connect_kwargs(zone),
+            kwargs=configurer._connect_kwargs(zone),
             open=False,
-            configure=self._pool_configure_callback(),
+            configure=configurer._pool_configure_callback(),
             check=self._pool_check_callback(),
             **options,
         )
-        return pools.PoolEntry(pool=pool, key=self._pool_key(), zone=zone, fork_safe=self.fork_safe)
+        return pools.PoolEntry(
+            pool=pool,
+            key=self._pool_key(),
+            zone=zone,
+            fork_safe=self.fork_safe,
+            configurer=configurer,
+        )
 
     def _pool_entry(self, create: bool = True) -> pools.PoolEntry | None:
         if not self.pooled:
@@ -408,13 +433,14 @@ class DatabaseWrapper:
 
     def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
         """The reset on return (see session_reset.py). Overridable strategy."""
+        configurer = entry.configurer or self  # configure for the POOL's settings
         session_reset.reset_session(
             conn,
             statements=session_reset.STRATEGIES[self.reset_strategy],
-            configure=self._configure_pooled,
+            configure=configurer._configure_pooled,
             session_zone_after_reset=entry.zone,
-            prepare_threshold=self.settings.prepare_threshold,
-            cursor_factory=self._cursor_factory(),
+            prepare_threshold=configurer.settings.prepare_threshold,
+            cursor_factory=configurer._cursor_factory(),
         )
         entry.counters["resets"] += 1
 

@@ -12,24 +12,18 @@ from __future__ import annotations
 import pytest
 
 from chaos.machines.dirt import SetGuc
-from chaos.machines.errors import SessionLeak, WrongConfiguration
+from chaos.machines.errors import SessionLeak
 from chaos.machines.model import SettingsValue
 from chaos.machines.pool_machine import machine_for
 from chaos.targets.base import TargetOptions
 
 
-@pytest.mark.xfail(
-    raises=WrongConfiguration,
-    strict=True,
-    reason=(
-        "plain_pool bug found by the machine: a connection returned to a pool that is no "
-        "longer current is reset and configured for the settings in force NOW (here: no "
-        "role); when the settings come back, that pool is current again and hands it out "
-        "unconfigured. Remove this marker once the backend configures per pool."
-    ),
-)
 def test_role_change_and_back_keeps_configuration(machine_env):
-    """Shrunk by hand from the machine's finding (one connection makes it deterministic)."""
+    """The machines found this plain_pool bug (fixed): a connection returned to a pool
+    that was no longer current was reset and configured for the settings in force
+    then; when the settings came back, that pool handed it out with the wrong role.
+    Shrunk by hand from the machine's finding (one connection makes it deterministic).
+    """
     options = TargetOptions(max_size=1, timeout=0.5)
     PoolMachine = machine_for(machine_env, options=options, name="PoolMachine")
     state = PoolMachine()
