@@ -3,7 +3,10 @@
 - ``fast``: the default test run (``tox``); a short walk of every machine.
 - ``chaos``: ``tox -e chaos``; longer programs, more examples, blobs printed.
 - ``deep``: long soak runs by hand (``--hypothesis-profile=deep``).
-- ``ci-chaos``: ``chaos`` sized for CI's budget (selected by ``.ci/run``).
+- ``ci-chaos``: ``chaos`` sized for CI's budget (selected by ``.ci/run``);
+  no shrink phase, so a failure costs seconds, not Hypothesis's five-minute
+  shrink limit per test - the printed seed and blob replay it, and
+  ``tox -e chaos -- <test id> --hypothesis-seed=N`` shrinks it locally.
 
 Deadlines are off everywhere: steps talk to real servers through injected
 latency, so a step's duration says nothing about correctness. The example
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +27,11 @@ EXAMPLE_DATABASE_DIR = REPO_ROOT / ".hypothesis" / "examples"
 PROFILES: dict[str, dict] = {
     "fast": {"max_examples": 8, "stateful_step_count": 15},
     "chaos": {"max_examples": 40, "stateful_step_count": 30},
-    "ci-chaos": {"max_examples": 25, "stateful_step_count": 25},
+    "ci-chaos": {
+        "max_examples": 25,
+        "stateful_step_count": 25,
+        "phases": (Phase.explicit, Phase.reuse, Phase.generate, Phase.target),
+    },
     "deep": {"max_examples": 400, "stateful_step_count": 80},
 }
 DEFAULT_PROFILE = "fast"

@@ -20,10 +20,12 @@ import pytest
 from hypothesis import Phase, reproduce_failure
 from test_canaries import CANARIES
 
+from chaos.pytest_plugin import child_pytest_args
+
 REPO = Path(__file__).resolve().parents[2]
 NODE = "tests/properties/test_replay.py::test_replayable_canary"
 SEED = re.compile(r"--hypothesis-seed=(\d+)")
-PYTEST = (sys.executable, "-m", "pytest", "-p", "chaos.pytest_plugin", "-p", "no:cacheprovider")
+PYTEST = (sys.executable, "-m", "pytest", *child_pytest_args(), "-p", "no:cacheprovider")
 BLOB = re.compile(r"@reproduce_failure\('([^']+)', (b'[^']*')\)")
 
 
