@@ -23,8 +23,6 @@ after a deadline, which is what a pool-level or request-level timeout must do.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +30,8 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
+
+from plain_pool.health import shutdown_socket  # re-exported: one implementation
 
 
 @dataclass(frozen=True)
@@ -121,26 +121,6 @@ def chaos_db_settings(
     }
     settings.update(overrides)
     return settings
-
-
-def shutdown_socket(conn: psycopg.Connection) -> None:
-    """Shut the connection's socket down from any thread: a blocked call fails at once.
-
-    The connection's own file descriptor is not closed (psycopg still owns
-    it); shutting down the socket wakes up whatever waits on it with EOF.
-    """
-    try:
-        fd = conn.pgconn.socket
-    except psycopg.Error:
-        return  # already closed
-    dup = os.dup(fd)
-    try:
-        sock = socket.socket(fileno=dup)
-    except OSError:
-        os.close(dup)
-        return
-    with sock, contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
 
 
 @contextlib.contextmanager

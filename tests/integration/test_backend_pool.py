@@ -22,16 +22,6 @@ from plain_pool import (
 from plain_pool.variants import VARIANTS
 
 
-def backend_settings(make_db_settings, server, **overrides: Any) -> dict:
-    settings = make_db_settings(server)
-    if "OPTIONS" in settings:
-        settings["POSTGRES_OPTIONS"] = settings.pop("OPTIONS")
-    options = {**settings.get("POSTGRES_OPTIONS", {}), **overrides.pop("POSTGRES_OPTIONS", {})}
-    settings["POSTGRES_OPTIONS"] = options
-    settings.update(overrides)
-    return settings
-
-
 @pytest.fixture(autouse=True)
 def _close_pools():
     yield
@@ -40,9 +30,7 @@ def _close_pools():
 
 @pytest.fixture
 def pooled(postgres, make_db_settings):
-    return backend_settings(
-        make_db_settings, postgres, POSTGRES_POOL={"min_size": 2, "max_size": 4, "timeout": 5}
-    )
+    return make_db_settings(postgres, POSTGRES_POOL={"min_size": 2, "max_size": 4, "timeout": 5})
 
 
 def zone_of(db: DatabaseWrapper) -> str:

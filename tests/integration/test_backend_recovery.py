@@ -9,7 +9,6 @@ With checks off: at most one error per pooled connection.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import psycopg
 import pytest
@@ -21,14 +20,6 @@ POOL = {"min_size": 4, "max_size": 4, "timeout": 10}
 #: The 100 ms target, plus honest slack for 2 noisy shared cores.
 RECOVERY_BUDGET = 0.1
 SLACK = 0.15
-
-
-def backend_settings(make_db_settings, server, **overrides: Any) -> dict:
-    settings = make_db_settings(server)
-    if "OPTIONS" in settings:
-        settings["POSTGRES_OPTIONS"] = settings.pop("OPTIONS")
-    settings.update(overrides)
-    return settings
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +69,8 @@ def restart_problems(wrapper_class, server, settings) -> tuple[list[str], float]
 @pytest.mark.restarts_server
 @pytest.mark.needs_server_control
 def test_fast_recovery_after_restart(private_postgres, make_db_settings):
-    settings = backend_settings(
-        make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    settings = make_db_settings(
+        private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
     )
     problems, _ = restart_problems(DatabaseWrapper, private_postgres, settings)
     assert problems == []
@@ -93,8 +84,7 @@ def test_fast_recovery_after_restart(private_postgres, make_db_settings):
 def test_recovery_when_callers_arrive_during_the_outage(private_postgres, make_db_settings):
     """A caller during the outage times out; the pool's short backoff then
     serves the first caller soon after the server is back."""
-    settings = backend_settings(
-        make_db_settings,
+    settings = make_db_settings(
         private_postgres,
         POSTGRES_POOL={**POOL, "timeout": 0.5},
         POSTGRES_CONN_HEALTH_CHECKS=True,
@@ -123,9 +113,7 @@ def test_recovery_when_callers_arrive_during_the_outage(private_postgres, make_d
 
 @pytest.mark.needs_server_control
 def test_terminated_backends_with_checks_are_invisible(postgres, make_db_settings):
-    settings = backend_settings(
-        make_db_settings, postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
-    )
+    settings = make_db_settings(postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True)
     db = DatabaseWrapper(settings, alias="terminate")
     pids = warm(db)
     with postgres.connect() as admin:
@@ -138,7 +126,7 @@ def test_terminated_backends_with_checks_are_invisible(postgres, make_db_setting
 
 @pytest.mark.needs_server_control
 def test_checks_off_at_most_one_error_per_pooled_connection(postgres, make_db_settings):
-    settings = backend_settings(make_db_settings, postgres, POSTGRES_POOL=POOL)
+    settings = make_db_settings(postgres, POSTGRES_POOL=POOL)
     db = DatabaseWrapper(settings, alias="nocheck")
     pids = warm(db)
     with postgres.connect() as admin:
@@ -153,9 +141,7 @@ def test_checks_off_at_most_one_error_per_pooled_connection(postgres, make_db_se
 @pytest.mark.canary
 @pytest.mark.needs_server_control
 def test_canary_no_health_check(postgres, make_db_settings):
-    settings = backend_settings(
-        make_db_settings, postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
-    )
+    settings = make_db_settings(postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True)
     db = VARIANTS["NoHealthCheck"](settings, alias="canary-nocheck")
     pids = warm(db)
     with postgres.connect() as admin:
@@ -171,8 +157,8 @@ def test_canary_no_health_check(postgres, make_db_settings):
 @pytest.mark.needs_server_control
 def test_canary_backoff_recovery(private_postgres, make_db_settings):
     """Bare psycopg_pool check loop: no error, but seconds to recover."""
-    settings = backend_settings(
-        make_db_settings, private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
+    settings = make_db_settings(
+        private_postgres, POSTGRES_POOL=POOL, POSTGRES_CONN_HEALTH_CHECKS=True
     )
     problems, _ = restart_problems(VARIANTS["BackoffRecovery"], private_postgres, settings)
     assert problems != []

@@ -9,7 +9,6 @@ variants (marked ``canary``) must give some.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
@@ -19,17 +18,6 @@ from plain_pool import DatabaseWrapper, close_all_pools
 from plain_pool.variants import VARIANTS
 
 ROLE = "plain_pool_leak_role"
-
-
-def backend_settings(make_db_settings: Callable[..., dict], server: Any, **overrides: Any) -> dict:
-    """make_db_settings, adapted to the POSTGRES_* keys (it may still say OPTIONS)."""
-    settings = make_db_settings(server)
-    if "OPTIONS" in settings:
-        settings["POSTGRES_OPTIONS"] = settings.pop("OPTIONS")
-    options = {**settings.get("POSTGRES_OPTIONS", {}), **overrides.pop("POSTGRES_OPTIONS", {})}
-    settings["POSTGRES_OPTIONS"] = options
-    settings.update(overrides)
-    return settings
 
 
 @pytest.fixture(autouse=True)
@@ -156,14 +144,13 @@ def leakage_problems(
 
 @pytest.mark.parametrize("state", list(STATES))
 def test_no_session_state_reaches_next_checkout(state, postgres, make_db_settings, leak_role):
-    settings = backend_settings(make_db_settings, postgres)
+    settings = make_db_settings(postgres)
     assert leakage_problems(DatabaseWrapper, settings, STATES[state]) == []
 
 
 @pytest.mark.parametrize("state", ["guc", "set_role", "temp_table", "listen"])
 def test_no_leak_with_assume_role_and_zone(state, postgres, make_db_settings, leak_role):
-    settings = backend_settings(
-        make_db_settings,
+    settings = make_db_settings(
         postgres,
         TIME_ZONE="America/Sao_Paulo",
         USE_TZ=False,
@@ -187,7 +174,7 @@ def test_no_leak_with_assume_role_and_zone(state, postgres, make_db_settings, le
     ],
 )
 def test_canary_leakage(variant, state, postgres, make_db_settings, leak_role):
-    settings = backend_settings(make_db_settings, postgres)
+    settings = make_db_settings(postgres)
     assert leakage_problems(VARIANTS[variant], settings, STATES[state]) != []
 
 
@@ -209,13 +196,13 @@ def commit_on_return_problems(wrapper_class, settings, postgres) -> list[str]:
 
 
 def test_open_transaction_rolled_back_on_return(postgres, make_db_settings):
-    settings = backend_settings(make_db_settings, postgres)
+    settings = make_db_settings(postgres)
     assert commit_on_return_problems(DatabaseWrapper, settings, postgres) == []
 
 
 @pytest.mark.canary
 def test_canary_commit_on_return(postgres, make_db_settings):
-    settings = backend_settings(make_db_settings, postgres)
+    settings = make_db_settings(postgres)
     assert commit_on_return_problems(VARIANTS["CommitOnReturn"], settings, postgres) != []
 
 
@@ -226,8 +213,7 @@ def test_prepared_statements_on_survive_resets(strategy, postgres, make_db_setti
     class Wrapper(DatabaseWrapper):
         reset_strategy = strategy
 
-    settings = backend_settings(
-        make_db_settings,
+    settings = make_db_settings(
         postgres,
         POSTGRES_POOL={"min_size": 1, "max_size": 1},
         POSTGRES_OPTIONS={"prepare_threshold": 0, "server_side_binding": True},
