@@ -28,8 +28,8 @@ PROFILES: dict[str, dict] = {
     "fast": {"max_examples": 8, "stateful_step_count": 15},
     "chaos": {"max_examples": 40, "stateful_step_count": 30},
     "ci-chaos": {
-        "max_examples": 25,
-        "stateful_step_count": 25,
+        "max_examples": 40,
+        "stateful_step_count": 30,
         "phases": (Phase.explicit, Phase.reuse, Phase.generate, Phase.target),
     },
     "deep": {"max_examples": 400, "stateful_step_count": 80},
