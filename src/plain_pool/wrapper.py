@@ -41,6 +41,9 @@ from plain_pool.transactions import Atomic
 logger = logging.getLogger("plain_pool")
 
 #: Counters every pool_stats() includes (zero when nothing happened).
+#: Seconds ``close()`` waits for each of a replaced pool's worker threads.
+POOL_CLOSE_TIMEOUT = 0.2
+
 BACKEND_COUNTERS = ("checks_failed", "drains", "resets", "reset_failures")
 
 
@@ -299,10 +302,19 @@ class DatabaseWrapper:
         pools.forget(entry)
 
     def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
+        """Forget the pool (new callers get a new one), then close it without waiting long.
+
+        psycopg_pool's ``close()`` joins its worker threads for up to 5 s each;
+        a worker stuck in a connection attempt (server down, half-open link)
+        would block ``ensure_timezone()`` / ``close_pool()`` for seconds (found
+        by the state machines under a half-open fault). The workers are
+        daemon threads and a closed pool closes whatever they still bring
+        back, so a short join is enough.
+        """
         try:
-            entry.pool.close()
-        finally:
             self._forget_pool(entry)
+        finally:
+            entry.pool.close(timeout=POOL_CLOSE_TIMEOUT)
 
     def close_pool(self) -> None:
         """Close the alias's pool and forget it: the next use creates a new one."""
