@@ -42,7 +42,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 POLL_INTERVAL = 0.2
@@ -104,6 +104,20 @@ def processes_in(
     prefixes = [os.fspath(d).rstrip("/") for d in dirs]
     if not prefixes or not os.path.isdir("/proc"):
         return found
+    for pid, cwd, cmdline in iter_processes(exclude):
+        if any(cwd == p or cwd.startswith(p + "/") or p in cmdline for p in prefixes):
+            found[pid] = cmdline
+    return found
+
+
+def iter_processes(exclude: Iterable[int] = ()) -> Iterator[tuple[int, str, str]]:
+    """(pid, cwd, command line) of every live process but this one (Linux ``/proc``).
+
+    Zombies and kernel threads (empty command line) are left out; a process
+    whose cwd cannot be read gets ``""``.
+    """
+    if not os.path.isdir("/proc"):
+        return
     skip = {os.getpid(), *exclude}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) in skip:
@@ -117,11 +131,8 @@ def processes_in(
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if not cmdline:  # zombie or kernel thread
-            continue
-        if any(cwd == p or cwd.startswith(p + "/") or p in cmdline for p in prefixes):
-            found[int(entry.name)] = cmdline
-    return found
+        if cmdline:
+            yield int(entry.name), cwd, cmdline
 
 
 def kill_processes_in(
