@@ -41,7 +41,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import psycopg
 from psycopg import sql
@@ -242,6 +242,13 @@ class _ConnectMixin:
     dbname: str
     _base_conninfo: dict[str, Any]
 
+    def __enter__(self) -> Self:
+        self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
     def conninfo(self, **overrides: Any) -> str:
         """A libpq connection string for the superuser; keyword arguments override or add."""
         params = {**self._base_conninfo, **overrides}
@@ -336,13 +343,6 @@ class PostgresServer(_ConnectMixin):
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return f"<PostgresServer {self.version} {self.host}:{self.port} {state} {self.data_dir}>"
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- lifecycle
 
@@ -718,13 +718,6 @@ class ExternalPostgres(_ConnectMixin):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.host}:{self.port} user={self.superuser}>"
-
-    def __enter__(self) -> ExternalPostgres:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def version(self) -> str:
