@@ -9,7 +9,11 @@ unchanged whether a real ``toxiproxy-server`` is available or not.
 - :mod:`chaos.toxiproxy.model`: proxies and toxic definitions, input validation.
 - :mod:`chaos.toxiproxy.dataplane`: accepted connections and their two directions.
 - :mod:`chaos.toxiproxy.chain`: the per-direction toxic chain.
-- :mod:`chaos.toxiproxy.toxics`: one small module per toxic type, plus the registry.
+- :mod:`chaos.toxiproxy.toxics`: one small module per toxic type, the registry,
+  and the contract toxics code against (``toxics.base``, ``toxics.stub``).
+- :mod:`chaos.toxiproxy.stream`: the chunks that flow through a chain.
+
+Dependencies run one way: dataplane -> chain -> toxics -> stream.
 - :mod:`chaos.toxiproxy.harness`: start or attach to a server from tests.
 """
 

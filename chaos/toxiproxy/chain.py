@@ -1,175 +1,144 @@
 """The per-direction toxic chain: chunks flow through one stub per toxic, in order.
 
-Each toxic of a direction runs in its own task, reading from its stub's queue
-and handing chunks to the next stub (or to the socket at the end), like
-Toxiproxy's goroutine chain. Hand-offs are synchronous, so the only state a
-toxic can be interrupted in is "waiting", with at most one chunk in hand
-(``held``). Changing or removing a toxic cancels its task and puts ``held``
-back, so no byte is lost or reordered.
+The chain applies the API's toxic changes to a running direction: a new
+toxic joins at the end, a changed one restarts on the data it held, a removed
+one hands its data to the next stage (a ``timeout`` toxic closes the stream
+instead, like the real server). Past the last stage chunks go to the
+:class:`ChainEnd` (the socket side of :class:`chaos.toxiproxy.dataplane.Link`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections import deque
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Iterable
+from typing import Protocol
 
-from chaos.toxiproxy.toxics.base import Toxic, pass_through
+from chaos.toxiproxy.stream import EOF, Chunk
+from chaos.toxiproxy.toxics import get as get_toxic
+from chaos.toxiproxy.toxics.stub import Stub
 
-if TYPE_CHECKING:
-    from chaos.toxiproxy.dataplane import Link
-    from chaos.toxiproxy.model import ToxicSpec
-
-
-class Chunk:
-    """Bytes read from one side (``data is None`` marks end of stream) and when."""
-
-    __slots__ = ("data", "ts")
-
-    def __init__(self, data: bytes | None, ts: float) -> None:
-        self.data = data
-        self.ts = ts
+log = logging.getLogger("chaos.toxiproxy.chain")
 
 
-def EOF() -> Chunk:
-    """A fresh end-of-stream chunk."""
-    return Chunk(None, 0.0)
+class ToxicDefinition(Protocol):
+    """What the chain reads of the API's toxic (:class:`chaos.toxiproxy.model.ToxicSpec`)."""
+
+    name: str
+    type: str
+    toxicity: float
+    attributes: dict[str, int]
 
 
-class Stub:
-    """One toxic's place in one direction of one connection."""
+class ChainEnd(Protocol):
+    """The socket side of a direction."""
 
-    def __init__(self, link: Link, spec: ToxicSpec, toxic: Toxic) -> None:
-        self.link = link
-        self.spec = spec
-        self.toxic = toxic
-        self.loop = link.loop
-        self.queue: deque[Chunk] = deque()
-        self.held: Chunk | None = None
-        self.index = 0
-        self.active = True
-        self.dead = False
-        self._waiter: asyncio.Future[bool] | None = None
-        self.task: asyncio.Task[None] | None = None
+    loop: asyncio.AbstractEventLoop
 
-    # --- chain side -------------------------------------------------------------------
-    def start(self) -> None:
-        """Roll toxicity and start the toxic's task."""
-        self.active = random.random() < self.spec.toxicity
-        self.dead = False
-        self.task = self.loop.create_task(self._run())
-
-    def stop(self) -> list[Chunk]:
-        """Cancel the task; return the chunks it had not passed on, oldest first."""
-        self.dead = True
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.cancel()
-        pending = list(self.queue)
-        if self.held is not None:
-            pending.insert(0, self.held)
-            self.held = None
-        self.queue.clear()
-        return pending
-
-    def restart(self) -> None:
-        """Re-run the toxic (new attributes, new toxicity roll) on the same data."""
-        pending = self.stop()
-        self.queue.extend(pending)
-        self.start()
-
-    def feed(self, chunk: Chunk) -> None:
-        self.queue.append(chunk)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
-
-    async def _run(self) -> None:
-        try:
-            if self.active:
-                await self.toxic.pipe(self)
-            else:
-                await pass_through(self)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a toxic bug must not take the server down
-            self.link.conn.log.exception("toxic %s failed; closing connection", self.spec.name)
-            self.link.conn.abort()
-
-    # --- toxic side -------------------------------------------------------------------
-    async def recv(self, timeout: float | None = None) -> Chunk | None:
-        """The next chunk (now held); None only when ``timeout`` expires first."""
-        if not self.queue:
-            waiter = self.loop.create_future()
-            self._waiter = waiter
-            handle = (
-                self.loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
-            )
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if handle is not None:
-                    handle.cancel()
-            if not self.queue:
-                return None
-        chunk = self.queue.popleft()
-        self.held = chunk
-        return chunk
-
-    def send(self, chunk: Chunk) -> None:
-        """Hand ``chunk`` to the next toxic (no longer held)."""
-        if chunk is self.held:
-            self.held = None
-        if not self.dead:
-            self.link.forward(self.index + 1, chunk)
-
-    def emit(self, data: bytes, ts: float) -> None:
-        """Hand a new piece on without touching ``held`` (slicer, bandwidth)."""
-        if not self.dead:
-            self.link.forward(self.index + 1, Chunk(data, ts))
-
-    def hold(self, chunk: Chunk | None) -> None:
-        """Replace what this toxic holds (the unsent remainder)."""
-        self.held = chunk
-
-    def drop(self, chunk: Chunk) -> None:
-        """Discard ``chunk``: it will never be sent."""
-        if chunk is self.held:
-            self.held = None
-        if chunk.data:
-            self.link.discard(len(chunk.data))
+    def deliver(self, chunk: Chunk) -> None:
+        """Write ``chunk`` to the destination socket (end of stream: close it)."""
 
     def discard(self, nbytes: int) -> None:
-        """Account for ``nbytes`` that will never be sent."""
-        if nbytes > 0:
-            self.link.discard(nbytes)
+        """``nbytes`` left the chain without being sent."""
 
-    def reset_connection(self, *, even_if_removed: bool = False) -> None:
-        """TCP RST both sides of the connection.
+    def chain_changed(self) -> None:
+        """Stages were added or removed (the fast path may change)."""
 
-        ``even_if_removed``: reset_peer's reset, once triggered, happens even
-        if the toxic was removed meanwhile.
-        """
-        if even_if_removed or not self.dead:
-            self.link.conn.reset()
+    def abort(self) -> None:
+        """Close the connection at once."""
 
-    def now(self) -> float:
-        return self.loop.time()
-
-    async def sleep_until(self, when: float) -> None:
-        delay = when - self.loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def block(self) -> None:
-        """Wait until the toxic is changed or removed (cancellation)."""
-        await self.loop.create_future()
+    def reset_connection(self) -> None:
+        """TCP RST both sides of the connection."""
 
 
-def _resolve(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
+class Chain:
+    """The toxics of one direction of one connection; implements the stubs' owner."""
+
+    def __init__(self, end: ChainEnd) -> None:
+        self.end = end
+        self.loop = end.loop
+        self.stages: list[Stub] = []
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    # --- data -----------------------------------------------------------------------------
+    def feed(self, chunk: Chunk) -> None:
+        """A chunk read from the source enters the first stage."""
+        self.stages[0].feed(chunk)
+
+    def forward(self, index: int, chunk: Chunk) -> None:
+        if index < len(self.stages):
+            self.stages[index].feed(chunk)
+        else:
+            self.end.deliver(chunk)
+
+    def discard(self, nbytes: int) -> None:
+        self.end.discard(nbytes)
+
+    def toxic_failed(self, stub: Stub) -> None:
+        log.exception("toxic %s failed; closing connection", stub.spec.name)
+        self.end.abort()
+
+    def reset_connection(self) -> None:
+        self.end.reset_connection()
+
+    # --- toxic changes (from the API) ---------------------------------------------------
+    def _new_stub(self, spec: ToxicDefinition) -> Stub:
+        cls = get_toxic(spec.type)
+        assert cls is not None
+        return Stub(self, spec, cls(spec.attributes))
+
+    def _reindex(self) -> None:
+        for i, stub in enumerate(self.stages):
+            stub.index = i
+        self.end.chain_changed()
+
+    def _reroll(self, skip: Stub | None = None) -> None:
+        """Toxicity is rolled again for the whole direction when its chain changes."""
+        for stub in self.stages:
+            if stub is not skip and 0.0 < stub.spec.toxicity < 1.0:
+                stub.restart()
+
+    def start(self, specs: Iterable[ToxicDefinition]) -> None:
+        """The toxics that exist when the connection is accepted."""
+        self.stages.extend(self._new_stub(spec) for spec in specs)
+        self._reindex()
+        for stub in self.stages:
+            stub.start()
+
+    def add(self, spec: ToxicDefinition) -> None:
+        stub = self._new_stub(spec)
+        self.stages.append(stub)
+        self._reindex()
+        stub.start()
+        self._reroll(skip=stub)
+
+    def update(self, spec: ToxicDefinition) -> None:
+        for stub in self.stages:
+            if stub.spec is spec:
+                stub.toxic.attrs = {name: spec.attributes.get(name, 0) for name in stub.toxic.attrs}
+                stub.restart()
+                self._reroll(skip=stub)
+                return
+
+    def remove(self, spec: ToxicDefinition) -> None:
+        found = [i for i, stub in enumerate(self.stages) if stub.spec is spec]
+        if not found:
+            return
+        i = found[0]
+        stub = self.stages[i]
+        pending = stub.stop()
+        del self.stages[i]
+        self._reindex()
+        if stub.toxic.closes_on_remove:
+            self.discard(sum(len(c.data) for c in pending if c.data))
+            pending = [EOF()]
+        for chunk in pending:
+            self.forward(i, chunk)
+        self._reroll()
+
+    def close(self) -> None:
+        """The connection is over: stop every toxic."""
+        for stub in self.stages:
+            stub.close()

@@ -3,8 +3,8 @@
 The hot path is plain asyncio protocols: with no toxic in a direction the
 protocol's ``data_received`` *is* the other transport's ``write`` (rebound
 whenever the chain changes), so a chunk costs one callback and one ``send``.
-With toxics, chunks enter the chain (:mod:`chaos.toxiproxy.chain`) stamped
-with their read time.
+With toxics, chunks enter the direction's :class:`chaos.toxiproxy.chain.Chain`
+stamped with their read time.
 
 Closing follows Toxiproxy: end of stream in one direction, once it has gone
 through that direction's toxics, closes the destination socket; the other
@@ -18,14 +18,14 @@ import contextlib
 import logging
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from chaos.toxiproxy.chain import EOF, Chunk, Stub
-from chaos.toxiproxy.toxics import get as get_toxic
+from chaos.toxiproxy.chain import Chain
+from chaos.toxiproxy.stream import EOF, Chunk
 
 if TYPE_CHECKING:
-    from chaos.toxiproxy.model import Proxy, ToxicSpec
+    from chaos.toxiproxy.model import Proxy
 
 log = logging.getLogger("chaos.toxiproxy.dataplane")
 
@@ -93,7 +93,7 @@ class Link:
         src.inbound = self
         dst.outbound = self
         self.other: Link
-        self.stages: list[Stub] = []
+        self.chain = Chain(self)
         self.eof_fed = False
         self.finished = False
         self.dst_gone = False
@@ -109,7 +109,7 @@ class Link:
         handler: Callable[[bytes], None]
         if self.finished or self.eof_fed:
             handler = _ignore
-        elif not self.stages and self.dst.transport is not None and not self.dst_gone:
+        elif not self.chain and self.dst.transport is not None and not self.dst_gone:
             handler = self.dst.transport.write
         else:
             handler = self.on_data
@@ -118,9 +118,9 @@ class Link:
     def on_data(self, data: bytes) -> None:
         if self.finished or self.eof_fed:
             return
-        if self.stages:
+        if self.chain:
             self.chain_bytes += len(data)
-            self.stages[0].feed(Chunk(data, self.loop.time()))
+            self.chain.feed(Chunk(data, self.loop.time()))
             if self.chain_bytes > CHAIN_HIGH_WATER:
                 self._update_reading()
         else:
@@ -131,17 +131,14 @@ class Link:
             return
         self.eof_fed = True
         self.rebind()
-        if self.stages:
-            self.stages[0].feed(EOF())
+        if self.chain:
+            self.chain.feed(EOF())
         else:
             self.finish()
 
-    # --- the end of the chain -----------------------------------------------------------
-    def forward(self, index: int, chunk: Chunk) -> None:
-        """Deliver ``chunk`` to stage ``index`` or, past the last one, to the socket."""
-        if index < len(self.stages):
-            self.stages[index].feed(chunk)
-            return
+    # --- the end of the chain (ChainEnd) -------------------------------------------------
+    def deliver(self, chunk: Chunk) -> None:
+        """A chunk that went through every toxic: write it (end of stream: finish)."""
         if chunk.data is None:
             self.finish()
             return
@@ -149,6 +146,15 @@ class Link:
         self._write(chunk.data)
         if self.src_paused:
             self._update_reading()
+
+    def chain_changed(self) -> None:
+        self.rebind()
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+    def reset_connection(self) -> None:
+        self.conn.reset()
 
     def discard(self, nbytes: int) -> None:
         self.chain_bytes -= nbytes
@@ -212,65 +218,6 @@ class Link:
             if self.conn.upstream_ready:
                 transport.resume_reading()
 
-    # --- toxic changes (from the API) ---------------------------------------------------
-    def _new_stub(self, spec: ToxicSpec) -> Stub:
-        cls = get_toxic(spec.type)
-        assert cls is not None
-        return Stub(self, spec, cls(spec.attributes))
-
-    def _reindex(self) -> None:
-        for i, stub in enumerate(self.stages):
-            stub.index = i
-        self.rebind()
-
-    def _reroll(self, skip: Stub | None = None) -> None:
-        for stub in self.stages:
-            if stub is not skip and 0.0 < stub.spec.toxicity < 1.0:
-                stub.restart()
-
-    def add_toxic(self, spec: ToxicSpec) -> None:
-        stub = self._new_stub(spec)
-        self.stages.append(stub)
-        self._reindex()
-        stub.start()
-        self._reroll(skip=stub)
-
-    def update_toxic(self, spec: ToxicSpec) -> None:
-        for stub in self.stages:
-            if stub.spec is spec:
-                stub.toxic.attrs = {name: spec.attributes.get(name, 0) for name in stub.toxic.attrs}
-                stub.restart()
-                self._reroll(skip=stub)
-                return
-
-    def remove_toxic(self, spec: ToxicSpec) -> None:
-        found = [i for i, stub in enumerate(self.stages) if stub.spec is spec]
-        if not found:
-            return
-        i = found[0]
-        stub = self.stages[i]
-        pending = stub.stop()
-        del self.stages[i]
-        self._reindex()
-        if stub.toxic.closes_on_remove:
-            self.discard(sum(len(c.data) for c in pending if c.data))
-            pending = [EOF()]
-        for chunk in pending:
-            self.forward(i, chunk)
-        self._reroll()
-
-    def start_chain(self, specs: Iterable[ToxicSpec]) -> None:
-        for spec in specs:
-            stub = self._new_stub(spec)
-            self.stages.append(stub)
-        self._reindex()
-        for stub in self.stages:
-            stub.start()
-
-    def stop_chain(self) -> None:
-        for stub in self.stages:
-            stub.stop()
-
 
 class Connection:
     """A client connection and its upstream connection."""
@@ -301,8 +248,8 @@ class Connection:
             side.transport.pause_reading()
             self.loop.call_soon(self.pause_client)  # uvloop starts reading after connection_made
             self.proxy.connections.add(self)
-            self.up.start_chain(self.proxy.toxics_for("upstream"))
-            self.down.start_chain(self.proxy.toxics_for("downstream"))
+            self.up.chain.start(self.proxy.toxics_for("upstream"))
+            self.down.chain.start(self.proxy.toxics_for("downstream"))
             self._connect_task = self.loop.create_task(self._connect())
 
     async def _connect(self) -> None:
@@ -345,8 +292,8 @@ class Connection:
         if self._connect_task is not None:
             self._connect_task.cancel()
             self._connect_task = None
-        self.up.stop_chain()
-        self.down.stop_chain()
+        self.up.chain.close()
+        self.down.chain.close()
         self.proxy.connections.discard(self)
         stuck = [t for t in self._transports() if t.get_write_buffer_size()]
         if stuck:  # a peer that never reads must not pin the sockets forever

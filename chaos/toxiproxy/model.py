@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.toxiproxy import addresses, toxics
+from chaos.toxiproxy.chain import Chain
 from chaos.toxiproxy.dataplane import Connection
 from chaos.toxiproxy.errors import (
     INVALID_STREAM,
@@ -176,9 +177,10 @@ class Proxy:
                 return toxic
         return None
 
-    def _links(self, direction: str) -> list:
+    def _chains(self, direction: str) -> list[Chain]:
+        """The toxic chains of ``direction`` of every open connection."""
         attr = "up" if direction == "upstream" else "down"
-        return [getattr(conn, attr) for conn in list(self.connections) if not conn.closed]
+        return [getattr(conn, attr).chain for conn in list(self.connections) if not conn.closed]
 
     def add_toxic(self, body: dict[str, Any]) -> ToxicSpec:
         name = _expect(body, "name", str, "string")
@@ -203,8 +205,8 @@ class Proxy:
             name, type_name, stream, direction, 1.0 if toxicity is None else toxicity, attrs
         )
         self.toxics.append(spec)
-        for link in self._links(direction):
-            link.add_toxic(spec)
+        for chain in self._chains(direction):
+            chain.add(spec)
         return spec
 
     def update_toxic(self, name: str, body: dict[str, Any]) -> ToxicSpec:
@@ -218,8 +220,8 @@ class Proxy:
         spec.attributes = attrs
         if toxicity is not None:
             spec.toxicity = toxicity
-        for link in self._links(spec.direction):
-            link.update_toxic(spec)
+        for chain in self._chains(spec.direction):
+            chain.update(spec)
         return spec
 
     def remove_toxic(self, name: str) -> None:
@@ -227,8 +229,8 @@ class Proxy:
         if spec is None:
             raise TOXIC_NOT_FOUND
         self.toxics.remove(spec)
-        for link in self._links(spec.direction):
-            link.remove_toxic(spec)
+        for chain in self._chains(spec.direction):
+            chain.remove(spec)
 
     def remove_all_toxics(self) -> None:
         for spec in list(self.toxics):

@@ -2,7 +2,8 @@
 
 Adding a toxic means adding one file here with a :class:`Toxic` subclass
 decorated with :func:`register`; :func:`load` imports every module of the
-package once.
+package once. :mod:`.base` (the Toxic class) and :mod:`.stub` (what a toxic
+runs against) are the contract every toxic codes against.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from chaos.toxiproxy.toxics.base import Toxic
 
 _REGISTRY: dict[str, type[Toxic]] = {}
 _LOADED = False
+_CONTRACT = ("base", "stub")
 
 
 def register(cls: type[Toxic]) -> type[Toxic]:
@@ -29,7 +31,7 @@ def load() -> dict[str, type[Toxic]]:
     global _LOADED
     if not _LOADED:
         for info in pkgutil.iter_modules(__path__):
-            if info.name != "base":
+            if info.name not in _CONTRACT:
                 importlib.import_module(f"{__name__}.{info.name}")
         _LOADED = True
     return _REGISTRY

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
-    from chaos.toxiproxy.chain import Stub
+    from chaos.toxiproxy.toxics.stub import Stub
 
 
 class Toxic:
@@ -35,12 +35,3 @@ class Toxic:
 
     async def pipe(self, stub: Stub) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-async def pass_through(stub: Stub) -> None:
-    """Forward every chunk unchanged until end of stream (noop, failed toxicity roll)."""
-    while True:
-        chunk = await stub.recv()
-        stub.send(chunk)
-        if chunk.data is None:
-            return

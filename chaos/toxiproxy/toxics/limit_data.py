@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chaos.toxiproxy.chain import EOF, Stub
+from chaos.toxiproxy.stream import EOF
 from chaos.toxiproxy.toxics import register
 from chaos.toxiproxy.toxics.base import Toxic
+from chaos.toxiproxy.toxics.stub import Stub
 
 
 @register

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chaos.toxiproxy.chain import Stub
 from chaos.toxiproxy.toxics import register
-from chaos.toxiproxy.toxics.base import Toxic, pass_through
+from chaos.toxiproxy.toxics.base import Toxic
+from chaos.toxiproxy.toxics.stub import Stub, pass_through
 
 
 @register

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from chaos.toxiproxy.chain import Stub
 from chaos.toxiproxy.toxics import register
 from chaos.toxiproxy.toxics.base import Toxic
+from chaos.toxiproxy.toxics.stub import Stub
 
 
 @register

@@ -7,9 +7,10 @@ closes the connection, like the real server.
 
 from __future__ import annotations
 
-from chaos.toxiproxy.chain import EOF, Stub
+from chaos.toxiproxy.stream import EOF
 from chaos.toxiproxy.toxics import register
 from chaos.toxiproxy.toxics.base import Toxic
+from chaos.toxiproxy.toxics.stub import Stub
 
 
 @register
