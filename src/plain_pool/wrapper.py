@@ -40,10 +40,10 @@ from plain_pool.transactions import Atomic
 
 logger = logging.getLogger("plain_pool")
 
-#: Counters every pool_stats() includes (zero when nothing happened).
 #: Seconds ``close()`` waits for each of a replaced pool's worker threads.
 POOL_CLOSE_TIMEOUT = 0.2
 
+#: Counters every pool_stats() includes (zero when nothing happened).
 BACKEND_COUNTERS = ("checks_failed", "drains", "resets", "reset_failures")
 
 
@@ -69,8 +69,6 @@ class DatabaseWrapper:
 
     #: False only in the SharedAcrossFork canary.
     fork_safe: ClassVar[bool] = True
-    #: The pool class; psycopg_pool.ConnectionPool in the BackoffRecovery canary.
-    pool_class: ClassVar[Any] = None  # set below (needs psycopg_pool lazily)
     #: Reset strategy on return: "discard_all" (default) or "keep_prepared"
     #: (deadpool-style, keeps psycopg's prepared statements).
     reset_strategy: ClassVar[str] = "discard_all"
@@ -216,8 +214,7 @@ class DatabaseWrapper:
         return None
 
     def _pool_class(self) -> Any:
-        if self.pool_class is not None:
-            return self.pool_class
+        """The pool class (bare psycopg_pool.ConnectionPool in the BackoffRecovery canary)."""
         from plain_pool.recovering_pool import RecoveringConnectionPool
 
         return RecoveringConnectionPool
@@ -293,7 +290,7 @@ class DatabaseWrapper:
             except PoolClosed:
                 # Another thread swapped the pool between our lookup and use:
                 # retry once with the new one. A closed pool still registered
-                # (closed but not forgotten, bug class 2) is an error.
+                # (closed but not forgotten: every later checkout would fail) is an error.
                 if retried or pools.current(entry.key) is entry:
                     raise
                 retried = True
