@@ -7,8 +7,9 @@ so heal removes exactly that toxic and a second heal finds nothing to do.
 client) or ``both`` (one toxic per direction).
 
 Toxiproxy applies toxics to connections that are already open as well as new
-ones. Removing a ``timeout`` toxic (half_open, timed_close) closes the
-connections it held: healing those faults breaks the connections they hung.
+ones (``reset_peer`` differs in one respect: see :class:`ResetPeer`).
+Removing a ``timeout`` toxic (half_open, timed_close) closes the connections
+it held: healing those faults breaks the connections they hung.
 """
 
 from __future__ import annotations
@@ -188,7 +189,15 @@ class TimedClose(ToxicFault):
 @register
 @dataclass(frozen=True, repr=False)
 class ResetPeer(ToxicFault):
-    """On the next data (or close) wait timeout ms, then reset the connection (TCP RST)."""
+    """Cut each connection at its next data (dropped) after timeout ms; RST for new ones only.
+
+    Toxiproxy's ``reset_peer``. Only connections accepted while the toxic
+    exists close with a TCP RST (SO_LINGER 0 is set at accept, and stays
+    after heal); a connection already open when the fault is applied is
+    closed normally, so its client sees EOF. libpq reports both as "server
+    closed the connection unexpectedly": for the pool either way a statement
+    (upstream) or its answer (downstream) is lost with the connection.
+    """
 
     name: ClassVar[str] = "reset_peer"
     toxic_type: ClassVar[str] = "reset_peer"

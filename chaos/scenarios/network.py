@@ -1,17 +1,23 @@
-"""Network faults through the proxy: latency, slicing, and resets mid-query and mid-COMMIT.
+"""Network faults through the proxy: latency, slicing, and connections cut mid-query and mid-COMMIT.
 
 Latency: the pool keeps serving and each request slows by what the added
-round trips predict. Resets: errors only for callers holding a connection
-when the reset hit, recovery within 0.5 s of the heal, and the ledger proves
-no acknowledged write was lost and no abandoned one committed; a reset during
+round trips predict. Cuts: errors only for callers holding a connection
+when the cut hit, recovery within 0.5 s of the heal, and the ledger proves
+no acknowledged write was lost and no abandoned one committed; a cut during
 COMMIT is an uncertain outcome (made likely by a deferred trigger that makes
 COMMIT take 20 ms), present once or absent.
 
-``reset_peer`` runs with ``timeout=0``: the embedded Toxiproxy drops the
-chunk that triggers the reset and, if the toxic is removed during a
-non-zero timeout, never sends the reset (real Toxiproxy always does), which
-leaves the connection missing bytes: a hang until ``connect_timeout`` (seen:
-3 s recoveries). With ``timeout=0`` the drop and the reset are one step.
+The cuts are Toxiproxy's ``reset_peer`` toxic (hence the scenario names): the
+next statement (upstream) or answer (downstream) is dropped and the proxy
+closes the connection. On the pool's warm connections that close is an
+orderly one (EOF), not a TCP RST: Toxiproxy sets SO_LINGER 0 only on
+connections accepted while the toxic exists, which here are the reconnects
+made during the fault (those are reset at their first packet). libpq reports
+EOF and RST alike ("server closed the connection unexpectedly"), so what
+these scenarios exercise is a connection lost under a statement, which both
+the embedded and the real server inject the same way. ``timeout=0`` makes
+the drop and the close one step; a longer timeout would only add a wait
+with the dropped bytes missing.
 """
 
 from __future__ import annotations
@@ -89,10 +95,10 @@ def served_during_fault(result: ScenarioResult) -> list[str]:
 
 
 def fault_reached_pool(result: ScenarioResult) -> list[str]:
-    """The resets hit connections: callers saw errors, or the pool discarded connections.
+    """The cuts hit connections: callers saw errors, or the pool discarded connections.
 
-    Without this a reset that hit nothing (or a toxic that never applied)
-    would pass vacuously; the pool masking a reset (a failed health probe or
+    Without this a cut that hit nothing (or a toxic that never applied)
+    would pass vacuously; the pool masking a cut (a failed health probe or
     session reset, then a fresh connection) is fine and counts as a hit.
     """
     counters = result.metrics.get("pool", {})
@@ -100,7 +106,7 @@ def fault_reached_pool(result: ScenarioResult) -> list[str]:
         counters.get(k, 0) for k in ("checks_failed", "reset_failures", "returns_bad")
     )
     result.metrics["fault_hits"] = hits
-    return [] if hits else ["the resets reached no connection (no error, nothing discarded)"]
+    return [] if hits else ["the cuts reached no connection (no error, nothing discarded)"]
 
 
 net = {"needs": frozenset({"proxy"}), "origin": __name__}
@@ -142,7 +148,7 @@ REGISTRY.register(
         ledger=True,
         extra=(fault_reached_pool,),
     ),
-    description="connections reset mid-query: errors in flight only, ledger holds, fast recovery",
+    description="connections cut mid-query (reset_peer): errors in flight only, ledger holds",
     duration=2.5,
     marks=("chaos",),
     **net,
@@ -164,7 +170,7 @@ REGISTRY.register(
         ledger=True,
         extra=(fault_reached_pool,),
     ),
-    description="resets while COMMIT runs (a deferred trigger makes it take 20 ms): ledger holds",
+    description="connections cut while COMMIT runs (a deferred trigger: 20 ms): ledger holds",
     duration=2.5,
     marks=("chaos",),
     **net,

@@ -3,7 +3,8 @@
 The chain applies the API's toxic changes to a running direction: a new
 toxic joins at the end, a changed one restarts on the data it held, a removed
 one hands its data to the next stage (a ``timeout`` toxic closes the stream
-instead, like the real server). Past the last stage chunks go to the
+instead, and a triggered ``reset_peer`` stays until it has ended the stream,
+like the real server). Past the last stage chunks go to the
 :class:`ChainEnd` (the socket side of :class:`chaos.toxiproxy.dataplane.Link`).
 """
 
@@ -47,9 +48,6 @@ class ChainEnd(Protocol):
     def abort(self) -> None:
         """Close the connection at once."""
 
-    def reset_connection(self) -> None:
-        """TCP RST both sides of the connection."""
-
 
 class Chain:
     """The toxics of one direction of one connection; implements the stubs' owner."""
@@ -61,6 +59,11 @@ class Chain:
 
     def __len__(self) -> int:
         return len(self.stages)
+
+    @property
+    def resets_on_close(self) -> bool:
+        """A toxic of this chain makes the connection close with RST (reset_peer)."""
+        return any(stub.toxic.resets_on_close for stub in self.stages)
 
     # --- data -----------------------------------------------------------------------------
     def feed(self, chunk: Chunk) -> None:
@@ -79,9 +82,6 @@ class Chain:
     def toxic_failed(self, stub: Stub) -> None:
         log.exception("toxic %s failed; closing connection", stub.spec.name)
         self.end.abort()
-
-    def reset_connection(self) -> None:
-        self.end.reset_connection()
 
     # --- toxic changes (from the API) ---------------------------------------------------
     def _new_stub(self, spec: ToxicDefinition) -> Stub:
@@ -128,6 +128,8 @@ class Chain:
             return
         i = found[0]
         stub = self.stages[i]
+        if stub.ending:  # it still ends the stream (see Stub.end_stream_after)
+            return
         pending = stub.stop()
         del self.stages[i]
         self._reindex()

@@ -153,9 +153,6 @@ class Link:
     def abort(self) -> None:
         self.conn.abort()
 
-    def reset_connection(self) -> None:
-        self.conn.reset()
-
     def discard(self, nbytes: int) -> None:
         self.chain_bytes -= nbytes
         if self.src_paused:
@@ -267,6 +264,8 @@ class Connection:
         if self.closed:
             self.abort()
             return
+        if self.up.chain.resets_on_close or self.down.chain.resets_on_close:
+            self._linger_zero()
         self.upstream_ready = True
         for link in (self.up, self.down):
             link.rebind()
@@ -316,11 +315,15 @@ class Connection:
         self.up.finished = self.down.finished = True
         self._cleanup()
 
-    def reset(self) -> None:
-        """TCP RST both sockets (SO_LINGER 0, then close)."""
+    def _linger_zero(self) -> None:
+        """Every later close of this connection is a TCP RST (SO_LINGER 0).
+
+        Like Toxiproxy's link.go: set once both sockets exist, for connections
+        accepted while a reset_peer toxic exists (an unreachable upstream
+        still closes the client normally).
+        """
         for transport in self._transports():
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-        self.abort()

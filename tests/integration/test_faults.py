@@ -139,6 +139,7 @@ def test_latency_adds_to_each_round_trip_and_heal_removes_it(faults: Nemesis) ->
 
 
 def test_reset_peer_breaks_the_connection_and_heal_restores(faults: Nemesis) -> None:
+    """The open connection is closed at its next query (EOF); a new one is reset (RST)."""
     with faults.connect() as conn, faults.reset_peer():
         assert_broken(conn)
         with pytest.raises(psycopg.OperationalError):

@@ -170,6 +170,17 @@ def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
+def close_kind(sock: socket.socket, timeout: float = 5.0) -> str:
+    """How the peer ended the connection: ``"eof"`` (FIN) or ``"reset"`` (RST); data ignored."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        return "reset"
+    return "eof"
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

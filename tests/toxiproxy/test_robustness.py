@@ -292,11 +292,14 @@ def test_psycopg_through_latency(pg_proxy):
 
 
 def test_psycopg_sees_reset_peer_as_operational_error(pg_proxy):
+    """An open connection is closed at its next query (EOF); a new one is reset (RST)."""
     with _pg(pg_proxy) as conn:
         pg_proxy.add_toxic("reset_peer", timeout=0)
         with pytest.raises(psycopg.OperationalError):
             conn.execute("select 1")
         assert conn.closed or conn.broken
+    with pytest.raises(psycopg.OperationalError):  # libpq words both "closed unexpectedly"
+        _pg(pg_proxy, connect_timeout=2)
 
 
 def test_psycopg_disable_then_enable(pg_proxy):

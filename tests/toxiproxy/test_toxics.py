@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import statistics
 import threading
@@ -9,7 +10,14 @@ import time
 
 import pytest
 
-from tests.toxiproxy.conftest import Sink, connect, recv_all, roundtrip, wait_until
+from tests.toxiproxy.conftest import (
+    Sink,
+    close_kind,
+    connect,
+    recv_all,
+    roundtrip,
+    wait_until,
+)
 
 pytestmark = pytest.mark.toxiproxy_conformance
 
@@ -170,13 +178,11 @@ def test_timeout_zero_is_half_open_until_removed(echo_proxy):
 
 
 def test_reset_peer_sends_rst(echo_proxy):
+    """A connection accepted while the toxic exists is reset (SO_LINGER 0 at accept)."""
     echo_proxy.add_toxic("reset_peer", timeout=0)
     with connect(echo_proxy.address) as sock:
         sock.sendall(b"boom")
-        with pytest.raises(ConnectionResetError):
-            sock.settimeout(5)
-            sock.recv(10)
-            sock.recv(10)
+        assert close_kind(sock) == "reset"
 
 
 def test_reset_peer_waits_timeout(echo_proxy):
@@ -184,10 +190,40 @@ def test_reset_peer_waits_timeout(echo_proxy):
     with connect(echo_proxy.address) as sock:
         start = time.monotonic()
         sock.sendall(b"boom")
-        with pytest.raises(ConnectionResetError):
-            sock.settimeout(5)
-            sock.recv(10)
+        assert close_kind(sock) == "reset"
         assert time.monotonic() - start >= 0.18
+
+
+def test_reset_peer_on_an_open_connection_closes_it_normally(echo_proxy):
+    """Added to an open connection, reset_peer ends it with EOF, not RST (link.go)."""
+    with connect(echo_proxy.address) as sock:
+        assert roundtrip(sock) == b"ping"
+        echo_proxy.add_toxic("reset_peer", stream="upstream", timeout=200)
+        start = time.monotonic()
+        sock.sendall(b"boom")  # dropped: it triggers the toxic
+        assert close_kind(sock) == "eof"
+        assert time.monotonic() - start >= 0.18
+    with connect(echo_proxy.address) as later:  # accepted while it exists: RST
+        later.sendall(b"boom")
+        assert close_kind(later) == "reset"
+
+
+def test_reset_peer_linger_outlives_the_toxic(tcp_server_factory, tcp_proxy_factory):
+    """SO_LINGER 0 is set at accept, so any later close of that connection is an RST."""
+    go = threading.Event()
+
+    def greet_on_signal(conn: socket.socket) -> None:
+        go.wait(5)
+        conn.sendall(b"bye")
+
+    server = tcp_server_factory(greet_on_signal)
+    proxy = tcp_proxy_factory(server.host, server.port)
+    name = proxy.add_toxic("reset_peer", stream="upstream", timeout=0)
+    with connect(proxy.address) as armed:
+        time.sleep(0.2)  # accepted and linked while the toxic exists
+        proxy.remove_toxic(name)
+        go.set()  # the server sends and closes; the proxy closes the client side
+        assert close_kind(armed) == "reset"
 
 
 def test_reset_peer_once_triggered_survives_removal(echo_proxy):
@@ -197,9 +233,23 @@ def test_reset_peer_once_triggered_survives_removal(echo_proxy):
         sock.sendall(b"boom")
         time.sleep(0.1)  # the toxic has the chunk and is waiting
         echo_proxy.remove_toxic(name)
-        with pytest.raises(ConnectionResetError):
-            sock.settimeout(5)
-            sock.recv(10)
+        assert close_kind(sock) == "reset"
+
+
+def test_reset_peer_once_triggered_on_an_open_connection_survives_removal(echo_proxy):
+    """The committed close still comes at the end of the wait, as an EOF; nothing passes."""
+    with connect(echo_proxy.address) as sock:
+        assert roundtrip(sock) == b"ping"
+        name = echo_proxy.add_toxic("reset_peer", stream="upstream", timeout=400)
+        start = time.monotonic()
+        sock.sendall(b"boom")
+        time.sleep(0.1)
+        echo_proxy.remove_toxic(name)  # the real server answers only after the close
+        with contextlib.suppress(OSError):
+            sock.sendall(b"more")  # swallowed (or the connection is already gone)
+        sock.settimeout(5)
+        assert sock.recv(10) == b""
+        assert time.monotonic() - start >= 0.38
 
 
 def test_slicer_piece_sizes(tcp_server_factory, tcp_proxy_factory):

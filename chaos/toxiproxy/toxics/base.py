@@ -24,6 +24,9 @@ class Toxic:
     attributes: ClassVar[tuple[str, ...]] = ()
     closes_on_remove: ClassVar[bool] = False
     """Removing the toxic closes the connection (timeout) instead of releasing data."""
+    resets_on_close: ClassVar[bool] = False
+    """Connections accepted while it exists close with a TCP RST (SO_LINGER 0), whatever
+    closes them: Toxiproxy's link.go sets this for reset_peer at accept time only."""
 
     def __init__(self, attrs: Mapping[str, int]) -> None:
         self.attrs: dict[str, int] = {name: int(attrs.get(name, 0)) for name in self.attributes}

@@ -1,16 +1,17 @@
-"""reset_peer: on the first data or close, wait ``timeout`` ms, then reset.
+"""reset_peer: on the first data or close, wait ``timeout`` ms, then end the connection.
 
-The reset is a real TCP RST on both sockets (SO_LINGER 0 then close), so the
-client sees ECONNRESET rather than an orderly end of stream. The triggering
-data is dropped, like the real server. Once triggered, the reset is
-committed: removing or changing the toxic during the wait does not cancel it
-(the real server's goroutine sleeps through its interrupt too). Cancelling it
-would leave a connection that silently lost the triggering bytes.
+The triggering data is dropped and the stream ends after the wait (what
+arrives meanwhile is swallowed), like Toxiproxy's ResetToxic. Whether the
+peers then see a TCP RST or an orderly close depends on when the connection
+was accepted, not on this toxic: only connections accepted while a
+reset_peer toxic exists have SO_LINGER 0 (see ``resets_on_close``), so a
+connection already open when the toxic is added is closed normally (EOF).
+Once triggered, the end is committed: changing or removing the toxic during
+the wait does not cancel it (the real server's goroutine sleeps through its
+interrupt too).
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from chaos.toxiproxy.toxics import register
 from chaos.toxiproxy.toxics.base import Toxic
@@ -21,14 +22,9 @@ from chaos.toxiproxy.toxics.stub import Stub
 class ResetPeerToxic(Toxic):
     type_name = "reset_peer"
     attributes = ("timeout",)
+    resets_on_close = True
 
     async def pipe(self, stub: Stub) -> None:
         chunk = await stub.recv()
         stub.drop(chunk)
-        await asyncio.shield(self._reset_after(stub, self.attrs["timeout"] / 1000.0))
-
-    @staticmethod
-    async def _reset_after(stub: Stub, delay: float) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        stub.reset_connection(even_if_removed=True)
+        stub.end_stream_after(self.attrs["timeout"] / 1000.0)

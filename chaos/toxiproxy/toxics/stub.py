@@ -18,7 +18,7 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chaos.toxiproxy.stream import Chunk
+from chaos.toxiproxy.stream import EOF, Chunk
 
 if TYPE_CHECKING:
     from chaos.toxiproxy.toxics.base import Toxic
@@ -38,9 +38,6 @@ class StubOwner(Protocol):
     def toxic_failed(self, stub: Stub) -> None:
         """The toxic raised: log it and close the connection."""
 
-    def reset_connection(self) -> None:
-        """TCP RST both sides of the connection."""
-
 
 class Stub:
     """One toxic's place in one direction of one connection."""
@@ -55,6 +52,8 @@ class Stub:
         self.index = 0
         self.active = True
         self.dead = False
+        self.ending = False
+        self._end_handle: asyncio.TimerHandle | None = None
         self._waiter: asyncio.Future[bool] | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -81,11 +80,20 @@ class Stub:
         return pending
 
     def close(self) -> None:
-        """The connection is over."""
+        """The connection is over: stop, and forget a pending end of stream."""
         self.stop()
+        if self._end_handle is not None:
+            self._end_handle.cancel()
+            self._end_handle = None
 
     def restart(self) -> None:
-        """Re-run the toxic (new attributes, new toxicity roll) on the same data."""
+        """Re-run the toxic (new attributes, new toxicity roll) on the same data.
+
+        A stub that is ending its stream ignores it, like the real server's
+        stub, which no longer reads its interrupt channel then.
+        """
+        if self.ending:
+            return
         pending = self.stop()
         self.queue.extend(pending)
         self.start()
@@ -156,14 +164,24 @@ class Stub:
         if nbytes > 0:
             self.owner.discard(nbytes)
 
-    def reset_connection(self, *, even_if_removed: bool = False) -> None:
-        """TCP RST both sides of the connection.
+    def end_stream_after(self, delay: float) -> None:
+        """End the stream after this toxic in ``delay`` seconds, whatever happens meanwhile.
 
-        ``even_if_removed``: reset_peer's reset, once triggered, happens even
-        if the toxic was removed meanwhile.
+        Toxiproxy's reset_peer sleeps, then closes its stub's output; the
+        toxic keeps its place in the chain until then (what arrives is
+        swallowed), and changing or removing it does not cancel the close.
+        How the connection then closes (FIN, or RST when it was accepted
+        while a reset_peer toxic existed) is the connection's business.
         """
-        if even_if_removed or not self.dead:
-            self.owner.reset_connection()
+        self.ending = True
+        if delay > 0:
+            self._end_handle = self.loop.call_later(delay, self._end_stream)
+        else:
+            self._end_stream()
+
+    def _end_stream(self) -> None:
+        self._end_handle = None
+        self.owner.forward(self.index + 1, EOF())
 
     def now(self) -> float:
         return self.loop.time()
