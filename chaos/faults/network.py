@@ -219,7 +219,11 @@ class ResetPeer(ToxicFault):
 @register
 @dataclass(frozen=True, repr=False)
 class Slicer(ToxicFault):
-    """Split chunks into ~average_size +/- size_variation bytes, pausing delay_us after each."""
+    """Halve chunks until <= average_size + size_variation bytes; pause delay_us after each.
+
+    Toxiproxy's slicer: slices fall between about half the average and
+    average + variation (average 16, variation 8: 4 to 24 bytes, mostly 10 to 24).
+    """
 
     name: ClassVar[str] = "slicer"
     toxic_type: ClassVar[str] = "slicer"

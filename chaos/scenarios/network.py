@@ -133,7 +133,7 @@ REGISTRY.register(
     ],
     workload=workloads.mixed_load,
     expect=Expectations(caller_errors="none", ledger=True, extra=(served_during_fault,)),
-    description="TCP packets sliced into 8-byte pieces: the pool keeps serving, no errors",
+    description="TCP data sliced into pieces of 2-12 bytes: the pool keeps serving, no errors",
     duration=2.5,
     marks=("chaos",),
     **net,

@@ -252,26 +252,103 @@ def test_reset_peer_once_triggered_on_an_open_connection_survives_removal(echo_p
         assert time.monotonic() - start >= 0.38
 
 
-def test_slicer_piece_sizes(tcp_server_factory, tcp_proxy_factory):
-    payload = bytes(range(256)) * 4  # 1024 bytes
-    server = tcp_server_factory(source(payload, then_wait=1.0))
+def sliced_reads(tcp_server_factory, tcp_proxy_factory, payload: bytes, **attrs: int):
+    """(read sizes, seconds from first to last read) of ``payload`` sent in one chunk."""
+    server = tcp_server_factory(source(payload, then_wait=1.5))
     proxy = tcp_proxy_factory(server.host, server.port)
-    proxy.add_toxic("slicer", average_size=100, size_variation=20, delay=30_000)
-    sizes = []
+    proxy.add_toxic("slicer", **attrs)
+    sizes: list[int] = []
     data = b""
     with connect(proxy.address) as sock:
-        start = time.monotonic()
+        sock.settimeout(5)
         while len(data) < len(payload):
             piece = sock.recv(65536)
             assert piece
+            if not sizes:
+                start = time.monotonic()
             sizes.append(len(piece))
             data += piece
         elapsed = time.monotonic() - start
     assert data == payload
+    return sizes, elapsed
+
+
+def test_slicer_halves_each_chunk(tcp_server_factory, tcp_proxy_factory):
+    """100 bytes at average 10, variation 0, 20 ms: 16 slices of 6-7 bytes over ~0.3 s."""
+    sizes, elapsed = sliced_reads(
+        tcp_server_factory,
+        tcp_proxy_factory,
+        bytes(range(100)),
+        average_size=10,
+        size_variation=0,
+        delay=20_000,
+    )
+    assert not [size for size in sizes if 8 <= size <= 11], sizes  # never average-sized cuts
+    assert sum(1 for size in sizes if size in (6, 7)) >= 12, sizes  # rare coalescing aside
+    assert 0.8 * 0.02 * 15 <= elapsed < 1.5, (elapsed, sizes)
+
+
+def test_slicer_with_variation_stays_within_average_plus_variation(
+    tcp_server_factory, tcp_proxy_factory
+):
+    sizes, elapsed = sliced_reads(
+        tcp_server_factory,
+        tcp_proxy_factory,
+        bytes(range(256)) * 4,
+        average_size=100,
+        size_variation=20,
+        delay=30_000,
+    )
     assert all(size <= 120 for size in sizes), sizes
-    assert sum(1 for size in sizes[:-1] if size < 80) <= 1, sizes  # rare coalescing aside
-    assert len(sizes) >= 8
+    assert len(sizes) >= 8, sizes
     assert elapsed >= 0.8 * 0.03 * (len(sizes) - 1)
+
+
+def test_slicer_negative_variation_is_used_as_is(tcp_server_factory, tcp_proxy_factory):
+    """Average 10, variation -3: halve while over 7 bytes (64 -> 16 slices of 4), no abs()."""
+    sizes, _ = sliced_reads(
+        tcp_server_factory,
+        tcp_proxy_factory,
+        bytes(range(64)),
+        average_size=10,
+        size_variation=-3,
+        delay=20_000,
+    )
+    assert all(size % 4 == 0 for size in sizes), sizes  # 4-byte slices (or a few coalesced)
+    assert sizes.count(4) >= 12, sizes
+
+
+def test_slicer_average_zero_sends_nothing(echo_proxy):
+    """The real server never finishes cutting: nothing passes."""
+    echo_proxy.add_toxic("slicer", average_size=0)
+    with connect(echo_proxy.address) as sock:
+        sock.sendall(b"never")
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+
+
+def test_slicer_average_zero_holds_data_until_changed(echo_proxy, embedded_only):
+    """Deviation: the held data is released by a change (the real server stays stuck)."""
+    name = echo_proxy.add_toxic("slicer", stream="upstream", average_size=0)
+    with connect(echo_proxy.address) as sock:
+        sock.sendall(b"held back")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        echo_proxy.update_toxic(name, average_size=4)
+        sock.settimeout(5)
+        got = b""
+        while len(got) < 9:
+            got += sock.recv(10)
+        assert got == b"held back"
+
+
+def test_slicer_large_variation_keeps_data_intact(echo_proxy, embedded_only):
+    """Deviation: variation >= half a chunk crashes the real server; here cuts stay inside."""
+    echo_proxy.add_toxic("slicer", average_size=1, size_variation=10)
+    with connect(echo_proxy.address) as sock:
+        assert roundtrip(sock, bytes(range(200))) == bytes(range(200))
 
 
 def test_limit_data_upstream_exact(tcp_server_factory, tcp_proxy_factory):
