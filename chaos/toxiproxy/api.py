@@ -1,9 +1,13 @@
 """The Toxiproxy HTTP API on aiohttp.
 
 Handlers take one lock, so API calls apply one at a time and the data plane
-never sees a half-applied change. Success bodies are compact JSON; errors are
-``{"error": ..., "status": ...}`` plus a newline; every response carries an
-``X-Toxiproxy-Request-Id``.
+never sees a half-applied change. The responses follow Toxiproxy's api.go
+byte for byte where clients could notice: success bodies are compact JSON
+from Go's ``json.Marshal``; errors go through Go's ``http.Error``, so their
+JSON body ``{"error": ..., "status": ...}`` ends with a newline and is served
+as ``text/plain; charset=utf-8``; routing errors are gorilla/mux's (404
+``404 page not found``, 405 with an empty body). Every response carries an
+``X-Toxiproxy-Request-Id`` (the real server's router skips it on 404/405).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from chaos.toxiproxy import VERSION
-from chaos.toxiproxy.errors import USER_AGENT_NOT_ALLOWED, ApiError, bad_body
+from chaos.toxiproxy.errors import ApiError, bad_body
+from chaos.toxiproxy.gojson import GoJSONError, decode
 from chaos.toxiproxy.model import Collection
 
 log = logging.getLogger("chaos.toxiproxy.api")
@@ -36,57 +41,57 @@ def _request_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(20))
 
 
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+TEXT = "text/plain; charset=utf-8"
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Compact JSON as Go's json.Marshal writes it (HTML characters escaped)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.translate(_GO_ESCAPES)
 
 
 def json_response(value: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(value).encode(), status=status, content_type="application/json")
 
 
-def error_response(error: ApiError) -> web.Response:
-    body = {"error": error.message, "status": error.status, **error.extra}
+def text_response(text: str, status: int) -> web.Response:
+    """What Go's ``http.Error`` sends: the text plus a newline, as plain text."""
     return web.Response(
-        body=(_dumps(body) + "\n").encode(), status=error.status, content_type="application/json"
+        body=(text + "\n").encode(),
+        status=status,
+        headers={"Content-Type": TEXT, "X-Content-Type-Options": "nosniff"},
     )
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
+def error_response(error: ApiError) -> web.Response:
+    """Toxiproxy's apiError: the JSON error through ``http.Error``."""
+    return text_response(_dumps({"error": error.message, "status": error.status}), error.status)
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's JSON body, or a 400 ``bad request body: ...``."""
-    raw = await request.read()
+    """The request's JSON body, or a 400 ``bad request body: <Go's decoding error>``."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise bad_body("invalid UTF-8 in request body") from None
-    text = text.strip(" \t\r\n")
-    if not text:
-        raise bad_body("EOF")
-    try:
-        value, _end = json.JSONDecoder(parse_constant=_reject_constant).raw_decode(text)
-    except (ValueError, RecursionError) as exc:
-        raise bad_body(
-            str(exc).split(":")[0] if isinstance(exc, ValueError) else "too deep"
-        ) from None
-    return value
+        return decode(await request.read())
+    except GoJSONError as exc:
+        raise bad_body(str(exc)) from None
 
 
 @web.middleware
 async def toxiproxy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.headers.get("User-Agent", "").startswith("Mozilla/"):
-        response: web.StreamResponse = error_response(USER_AGENT_NOT_ALLOWED)
+        response: web.StreamResponse = text_response("User agent not allowed", 403)
     else:
         try:
             response = await handler(request)
         except ApiError as exc:
             response = error_response(exc)
         except web.HTTPMethodNotAllowed:
-            response = error_response(ApiError("405 method not allowed", 405))
+            response = web.Response(status=405)
         except web.HTTPNotFound:
-            response = error_response(ApiError("404 page not found", 404))
+            response = text_response("404 page not found", 404)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -107,7 +112,11 @@ def _locked(fn: Callable[[web.Request, Collection], Awaitable[web.StreamResponse
 
 
 async def version(request: web.Request, c: Collection) -> web.StreamResponse:
-    return json_response({"version": VERSION})
+    """Not json.Marshal in api.go: a format string, with a space and a newline."""
+    body = f'{{"version": "{VERSION}"}}\n'
+    return web.Response(
+        body=body.encode(), headers={"Content-Type": "application/json;charset=utf-8"}
+    )
 
 
 async def proxy_index(request: web.Request, c: Collection) -> web.StreamResponse:
@@ -120,13 +129,13 @@ async def proxy_create(request: web.Request, c: Collection) -> web.StreamRespons
 
 
 async def populate(request: web.Request, c: Collection) -> web.StreamResponse:
+    """Errors too carry ``proxies`` (always null then: api.go's nil slice) and no newline."""
     try:
-        body = await read_json(request)
-        proxies = await c.populate(body)
+        proxies = await c.populate(await read_json(request))
     except ApiError as exc:
-        extra = {"proxies": [], **exc.extra}
-        raise ApiError(exc.message, exc.status, **extra) from None
-    return json_response({"proxies": [p.to_json() for p in proxies]}, 201)
+        body = {"error": exc.message, "status": exc.status, "proxies": None}
+        return json_response(body, exc.status)
+    return json_response({"proxies": [p.to_json() for p in proxies] or None}, 201)
 
 
 async def proxy_show(request: web.Request, c: Collection) -> web.StreamResponse:
@@ -151,12 +160,7 @@ async def toxic_index(request: web.Request, c: Collection) -> web.StreamResponse
 
 async def toxic_create(request: web.Request, c: Collection) -> web.StreamResponse:
     proxy = c.get(request.match_info["proxy"])
-    body = await read_json(request)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise bad_body(f"json: cannot unmarshal {type(body).__name__} into toxic")
-    return json_response(proxy.add_toxic(body).to_json())
+    return json_response(proxy.add_toxic(await read_json(request)).to_json())
 
 
 async def toxic_show(request: web.Request, c: Collection) -> web.StreamResponse:
@@ -172,12 +176,7 @@ async def toxic_update(request: web.Request, c: Collection) -> web.StreamRespons
     name = request.match_info["toxic"]
     if proxy.find_toxic(name) is None:
         raise ApiError("toxic not found", 404)
-    body = await read_json(request)
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise bad_body(f"json: cannot unmarshal {type(body).__name__} into toxic")
-    return json_response(proxy.update_toxic(name, body).to_json())
+    return json_response(proxy.update_toxic(name, await read_json(request)).to_json())
 
 
 async def toxic_delete(request: web.Request, c: Collection) -> web.StreamResponse:

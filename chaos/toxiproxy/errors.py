@@ -6,11 +6,10 @@ from __future__ import annotations
 class ApiError(Exception):
     """An error the API reports as ``{"error": message, "status": status}``."""
 
-    def __init__(self, message: str, status: int, **extra: object) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
-        self.extra = extra
 
     def joined(self, detail: str) -> ApiError:
         """``<message>: <detail>`` with the same status (Toxiproxy's joinError)."""
@@ -25,7 +24,6 @@ INVALID_STREAM = ApiError("stream was invalid, can be either upstream or downstr
 INVALID_TOXIC_TYPE = ApiError("invalid toxic type", 400)
 TOXIC_EXISTS = ApiError("toxic already exists", 409)
 TOXIC_NOT_FOUND = ApiError("toxic not found", 404)
-USER_AGENT_NOT_ALLOWED = ApiError("User agent not allowed", 403)
 
 
 def bad_body(detail: str) -> ApiError:

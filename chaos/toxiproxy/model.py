@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.toxiproxy import addresses, toxics
+from chaos.toxiproxy import addresses, bodies, toxics
 from chaos.toxiproxy.chain import Chain
 from chaos.toxiproxy.dataplane import Connection
 from chaos.toxiproxy.errors import (
@@ -25,65 +24,15 @@ from chaos.toxiproxy.errors import (
     TOXIC_EXISTS,
     TOXIC_NOT_FOUND,
     ApiError,
-    bad_body,
 )
 
 DEFAULT_LISTEN = "127.0.0.1:0"
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-FLOAT32_MAX = 3.4028234663852886e38
 DIRECTIONS = ("upstream", "downstream")
 
 
 def _json_number(value: float) -> float | int:
     """Go prints float32 1.0 as ``1``; do the same for integral values."""
     return int(value) if value.is_integer() else value
-
-
-def _expect(body: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise bad_body(f"json: cannot unmarshal bool into field {key} of type {what}")
-    if not isinstance(value, kind):
-        raise bad_body(
-            f"json: cannot unmarshal {type(value).__name__} into field {key} of type {what}"
-        )
-    return value
-
-
-def _toxicity(body: dict[str, Any]) -> float | None:
-    value = body.get("toxicity")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad_body("json: cannot unmarshal non-number into field toxicity of type float32")
-    value = float(value)
-    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-        raise bad_body(f"json: number {value} overflows field toxicity of type float32")
-    return value
-
-
-def parse_attributes(cls: type[toxics.Toxic], raw: Any, current: dict[str, int]) -> dict[str, int]:
-    """Merge ``raw`` attributes into ``current``: integers only, unknown keys ignored."""
-    if raw is None:
-        return dict(current)
-    if not isinstance(raw, dict):
-        raise bad_body(f"json: cannot unmarshal {type(raw).__name__} into field attributes")
-    merged = dict(current)
-    for name in cls.attributes:
-        value = raw.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad_body(f"json: cannot unmarshal {value!r} into attribute {name} of type int64")
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise bad_body(f"json: number {value} overflows attribute {name} of type int64")
-        merged[name] = value
-    problem = cls.validate(merged)
-    if problem:
-        raise ApiError(problem, 400)
-    return merged
 
 
 @dataclass(eq=False)
@@ -182,44 +131,37 @@ class Proxy:
         attr = "up" if direction == "upstream" else "down"
         return [getattr(conn, attr).chain for conn in list(self.connections) if not conn.closed]
 
-    def add_toxic(self, body: dict[str, Any]) -> ToxicSpec:
-        name = _expect(body, "name", str, "string")
-        type_name = _expect(body, "type", str, "string")
-        stream = _expect(body, "stream", str, "string")
-        toxicity = _toxicity(body)
-        attributes = body.get("attributes")
-        stream = "downstream" if stream is None else stream
+    def add_toxic(self, body: Any) -> ToxicSpec:
+        given = bodies.toxic(body)
+        stream = given.get("stream", "downstream")
         direction = stream.lower()
         if direction not in DIRECTIONS:
             raise INVALID_STREAM
-        type_name = type_name or ""
-        if not name:
-            name = f"{type_name}_{stream}"
+        type_name = given.get("type", "")
+        name = given.get("name") or f"{type_name}_{stream}"
         cls = toxics.get(type_name)
         if cls is None:
             raise INVALID_TOXIC_TYPE
         if self.find_toxic(name) is not None:
             raise TOXIC_EXISTS
-        attrs = parse_attributes(cls, attributes, dict.fromkeys(cls.attributes, 0))
-        spec = ToxicSpec(
-            name, type_name, stream, direction, 1.0 if toxicity is None else toxicity, attrs
-        )
+        attrs = bodies.attributes(cls, given.get("attributes"), dict.fromkeys(cls.attributes, 0))
+        toxicity = float(given.get("toxicity", 1.0))
+        spec = ToxicSpec(name, type_name, stream, direction, toxicity, attrs)
         self.toxics.append(spec)
         for chain in self._chains(direction):
             chain.add(spec)
         return spec
 
-    def update_toxic(self, name: str, body: dict[str, Any]) -> ToxicSpec:
+    def update_toxic(self, name: str, body: Any) -> ToxicSpec:
         spec = self.find_toxic(name)
         if spec is None:
             raise TOXIC_NOT_FOUND
         cls = toxics.get(spec.type)
         assert cls is not None
-        toxicity = _toxicity(body)
-        attrs = parse_attributes(cls, body.get("attributes"), spec.attributes)
-        spec.attributes = attrs
-        if toxicity is not None:
-            spec.toxicity = toxicity
+        given = bodies.toxic_update(body, cls)
+        spec.attributes = bodies.attributes(cls, given.get("attributes"), spec.attributes)
+        if "toxicity" in given:
+            spec.toxicity = float(given["toxicity"])
         for chain in self._chains(spec.direction):
             chain.update(spec)
         return spec
@@ -237,19 +179,17 @@ class Proxy:
             self.remove_toxic(spec.name)
 
 
-def _proxy_fields(body: Any, *, where: str = "") -> tuple[str, str, str, bool | None]:
-    """(name, listen, upstream, enabled) of a create/populate entry, type-checked."""
-    if body is None:
-        body = {}
-    if not isinstance(body, dict):
-        raise bad_body(f"json: cannot unmarshal {type(body).__name__} into proxy{where}")
-    name = _expect(body, "name", str, "string") or ""
-    listen = _expect(body, "listen", str, "string") or ""
-    upstream = _expect(body, "upstream", str, "string") or ""
-    enabled = _expect(body, "enabled", bool, "bool")
+def _proxy_entry(given: dict[str, Any]) -> tuple[str, str, str, bool | None]:
+    """(name, listen, upstream, enabled) of a create/populate body; a bad listen is a 400."""
+    listen = given.get("listen") or ""
     if listen:
         addresses.split_host_port(listen)
-    return name, listen or DEFAULT_LISTEN, upstream, enabled
+    return (
+        given.get("name", ""),
+        listen or DEFAULT_LISTEN,
+        given.get("upstream", ""),
+        given.get("enabled"),
+    )
 
 
 class Collection:
@@ -265,7 +205,7 @@ class Collection:
         return proxy
 
     async def create(self, body: Any) -> Proxy:
-        name, listen, upstream, enabled = _proxy_fields(body)
+        name, listen, upstream, enabled = _proxy_entry(bodies.proxy(body))
         if not name:
             raise MISSING_FIELD.joined("name")
         if not upstream:
@@ -281,13 +221,10 @@ class Collection:
 
     async def update(self, name: str, body: Any) -> Proxy:
         proxy = self.get(name)
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise bad_body(f"json: cannot unmarshal {type(body).__name__} into proxy")
-        listen = _expect(body, "listen", str, "string")
-        upstream = _expect(body, "upstream", str, "string")
-        enabled = _expect(body, "enabled", bool, "bool")
+        given = bodies.proxy(body)
+        listen = given.get("listen")
+        upstream = given.get("upstream")
+        enabled = given.get("enabled")
         if listen is not None:
             listen = listen or DEFAULT_LISTEN
             new_addr = addresses.resolve_listen(listen)
@@ -339,11 +276,9 @@ class Collection:
 
     async def populate(self, body: Any) -> list[Proxy]:
         """Create or replace proxies from a list; same listen+upstream keeps the existing one."""
-        if not isinstance(body, list):
-            raise bad_body(f"json: cannot unmarshal {type(body).__name__} into []proxy")
         entries = []
-        for i, item in enumerate(body, start=1):
-            name, listen, upstream, enabled = _proxy_fields(item, where=f" at proxy {i}")
+        for i, item in enumerate(bodies.populate(body), start=1):
+            name, listen, upstream, enabled = _proxy_entry(item)
             if not name:
                 raise MISSING_FIELD.joined(f"name at proxy {i}")
             if not upstream:
@@ -362,12 +297,8 @@ class Collection:
                 existing.stop()
                 del self.proxies[name]
             proxy = Proxy(name, listen, upstream)
-            try:
-                if enabled:
-                    await proxy.start()
-            except ApiError as exc:
-                exc.extra["proxies"] = [p.to_json() for p in done]
-                raise
+            if enabled:
+                await proxy.start()  # a failure keeps what was done so far, like the real server
             self.proxies[name] = proxy
             done.append(proxy)
         return done

@@ -18,15 +18,25 @@ from tests.toxiproxy.conftest import TcpServer
 pytestmark = pytest.mark.toxiproxy_conformance
 
 
-def error_of(response, newline: bool = True) -> tuple[int, str]:
+TEXT = "text/plain; charset=utf-8"
+
+
+def error_of(response, populate: bool = False) -> tuple[int, str]:
     """(status, message) of an error response, checking its shape.
 
-    The real server's /populate errors lack the trailing newline (plain ``Write``).
+    Errors go through Go's ``http.Error``: JSON plus a newline, served as
+    plain text. /populate writes its own: JSON, no newline, ``proxies`` null.
     """
     body = json.loads(response.raw)
     assert body["status"] == response.status
-    if newline:
+    if populate:
+        assert response.headers["content-type"] == "application/json"
+        assert not response.raw.endswith(b"\n")
+        assert list(body) == ["error", "status", "proxies"] and body["proxies"] is None
+    else:
+        assert response.headers["content-type"] == TEXT
         assert response.raw.endswith(b"\n")
+        assert list(body) == ["error", "status"]
     return response.status, body["error"]
 
 
@@ -36,30 +46,43 @@ def create(api, name, upstream="127.0.0.1:9", **extra):
 
 # --- process-wide -------------------------------------------------------------------------
 def test_version(api):
+    """Exactly ``{"version": "X"}`` and a newline (a format string in api.go, not Marshal)."""
     response = api.request("GET", "/version")
     assert response.status == 200
-    assert isinstance(response.json()["version"], str)
-    assert response.headers["content-type"].startswith("application/json")
+    version = response.json()["version"]
+    assert isinstance(version, str)
+    assert response.raw == b'{"version": "' + version.encode() + b'"}\n'
+    assert response.headers["content-type"] == "application/json;charset=utf-8"
     assert api.client().version()
 
 
-def test_every_response_has_a_request_id(api):
-    for method, path in [("GET", "/version"), ("GET", "/nope"), ("DELETE", "/version")]:
+def test_every_routed_response_has_a_request_id(api):
+    for method, path in [("GET", "/version"), ("GET", "/proxies/absent"), ("GET", "/proxies")]:
         response = api.request(method, path)
         assert response.headers.get("x-toxiproxy-request-id")
     ids = {api.request("GET", "/version").headers["x-toxiproxy-request-id"] for _ in range(5)}
     assert len(ids) == 5
 
 
+def test_routing_errors_have_a_request_id_too(api, embedded_only):
+    """Deviation: gorilla/mux runs no middleware for 404/405, so the real server has none."""
+    for method, path in [("GET", "/nope"), ("DELETE", "/version")]:
+        assert api.request(method, path).headers.get("x-toxiproxy-request-id")
+
+
 def test_browser_user_agent_is_refused(api):
     response = api.request("GET", "/proxies", headers={"User-Agent": "Mozilla/5.0 (X11)"})
     assert response.status == 403
-    assert b"User agent not allowed" in response.raw
+    assert response.raw == b"User agent not allowed\n"  # http.Error: plain text
+    assert response.headers["content-type"] == TEXT
 
 
 @pytest.mark.parametrize("path", ["/nope", "/proxies/x/toxics/y/z", "/version/"])
 def test_unknown_path_is_404(api, path):
-    assert api.request("GET", path).status == 404
+    response = api.request("GET", path)
+    assert response.status == 404
+    assert response.raw == b"404 page not found\n"
+    assert response.headers["content-type"] == TEXT
 
 
 @pytest.mark.parametrize(
@@ -74,7 +97,9 @@ def test_unknown_path_is_404(api, path):
     ],
 )
 def test_wrong_method_is_405(api, method, path):
-    assert api.request(method, path).status == 405
+    response = api.request(method, path)
+    assert response.status == 405
+    assert response.raw == b""
 
 
 # --- proxies ------------------------------------------------------------------------------
@@ -156,6 +181,18 @@ def test_unknown_fields_are_ignored(api, pname):
     response = create(api, pname(), colour="blue", toxics=[{"type": "latency"}])
     assert response.status == 201
     assert response.json()["toxics"] == []
+
+
+def test_field_names_match_case_insensitively(api, pname):
+    """Go's encoding/json: an exact key wins, else any case matches."""
+    name = pname()
+    response = api.request("POST", "/proxies", {"NAME": name, "Upstream": "127.0.0.1:9"})
+    assert response.status == 201
+    assert response.json()["name"] == name and response.json()["upstream"] == "127.0.0.1:9"
+    toxic = api.request(
+        "POST", f"/proxies/{name}/toxics", {"Type": "latency", "Attributes": {"LATENCY": 7}}
+    )
+    assert toxic.json()["attributes"] == {"latency": 7, "jitter": 0}
 
 
 def test_update_is_partial_and_post_or_patch(api, pname):
@@ -243,6 +280,64 @@ def test_toxic_errors(api, pname):
     assert error_of(api.request("POST", f"{url}/absent", {})) == (404, "toxic not found")
     with pytest.raises(InvalidToxic):
         api.client().get_proxy(name).add_toxic(type="volcano")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "EOF"),
+        ('{"name": "a"', "unexpected EOF"),
+        ("[1,", "unexpected EOF"),
+        ("xyz", "invalid character 'x' looking for beginning of value"),
+        ("{not json", "invalid character 'n' looking for beginning of object key string"),
+        ('{"name" 1}', "invalid character '1' after object key"),
+        (
+            '{"name": 5, "upstream": "x:1"}',
+            "json: cannot unmarshal number into Go struct field Proxy.name of type string",
+        ),
+        (
+            '{"name": "n", "upstream": "x:1", "enabled": "yes"}',
+            "json: cannot unmarshal string into Go struct field Proxy.enabled of type bool",
+        ),
+    ],
+)
+def test_proxy_body_errors_use_go_wording(api, raw, message):
+    assert error_of(api.request("POST", "/proxies", raw=raw)) == (
+        400,
+        f"bad request body: {message}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"type": "latency", "attributes": {"latency": "x"}},
+            "json: cannot unmarshal string into Go struct field"
+            " LatencyToxic.attributes.latency of type int64",
+        ),
+        (
+            {"type": "latency", "attributes": {"latency": 100.0}},
+            "json: cannot unmarshal number 100.0 into Go struct field"
+            " LatencyToxic.attributes.latency of type int64",
+        ),
+        (
+            {"type": "slicer", "attributes": {"average_size": "x"}},
+            "json: cannot unmarshal string into Go struct field"
+            " SlicerToxic.attributes.average_size of type int",
+        ),
+        (
+            {"type": "noop", "toxicity": "high"},
+            "json: cannot unmarshal string into Go struct field"
+            " ToxicWrapper.toxicity of type float32",
+        ),
+    ],
+)
+def test_toxic_body_errors_use_go_wording(api, pname, body, message):
+    name = pname()
+    create(api, name)
+    response = api.request("POST", f"/proxies/{name}/toxics", body)
+    assert error_of(response) == (400, f"bad request body: {message}")
 
 
 def test_unknown_attributes_ignored_missing_are_zero(api, pname):
@@ -376,22 +471,23 @@ def test_populate_validates_everything_first(api, pname):
             "/populate",
             [{"name": first, "upstream": "127.0.0.1:9"}, {"upstream": "127.0.0.1:9"}],
         ),
-        newline=False,
+        populate=True,
     )
     assert (status, message) == (400, "missing required field: name at proxy 2")
     status, message = error_of(
         api.request(
             "POST", "/populate", [{"name": first, "upstream": "127.0.0.1:9"}, {"name": pname()}]
         ),
-        newline=False,
+        populate=True,
     )
     assert (status, message) == (400, "missing required field: upstream at proxy 2")
     assert first not in api.proxies()
-    status, message = error_of(api.request("POST", "/populate", {"name": first}), newline=False)
-    assert status == 400 and message.startswith("bad request body")
+    status, message = error_of(api.request("POST", "/populate", {"name": first}), populate=True)
+    assert status == 400 and message.startswith("bad request body: json: cannot unmarshal object")
 
 
-def test_populate_listen_failure_reports_created_so_far(api, pname):
+def test_populate_listen_failure_answers_proxies_null(api, pname):
+    """The proxies created before the failure stay, but the answer lists none (api.go)."""
     ok = pname()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -405,10 +501,17 @@ def test_populate_listen_failure_reports_created_so_far(api, pname):
                 {"name": pname(), "upstream": "127.0.0.1:9", "listen": f"127.0.0.1:{port}"},
             ],
         )
-    assert response.status == 500
-    body = json.loads(response.raw)
-    assert "address already in use" in body["error"]
-    assert [p["name"] for p in body["proxies"]] == [ok]
+    status, message = error_of(response, populate=True)
+    assert status == 500 and "address already in use" in message
+    assert ok in api.proxies()
+
+
+def test_populate_nothing_answers_proxies_null(api):
+    """An empty list is created fine; Go marshals the empty result as null."""
+    for body in ([], None):
+        response = api.request("POST", "/populate", raw=json.dumps(body))
+        assert response.status == 201
+        assert response.raw == b'{"proxies":null}'
 
 
 def test_client_populate(api, pname):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import chaos.toxiproxy.toxics as toxics_package
+from chaos.toxiproxy.gojson import GoJSONError, decode
 from chaos.toxiproxy.toxics.slicer import SlicerToxic
 
 FORBIDDEN = ("chaos.toxiproxy.chain", "chaos.toxiproxy.dataplane", "chaos.toxiproxy.model")
@@ -55,3 +58,40 @@ def test_slicer_keeps_cuts_inside_the_chunk_for_large_variations():
     for _ in range(200):
         sizes = slicer(1, 10).slices(50)
         assert sum(sizes) == 50 and all(size >= 1 for size in sizes), sizes
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"  \n", "EOF"),
+        (b"-", "unexpected EOF"),
+        (b'"abc', "unexpected EOF"),
+        (b"[1, 2", "unexpected EOF"),
+        (b"NaN", "invalid character 'N' looking for beginning of value"),
+        (b"-Infinity", "invalid character 'I' in numeric literal"),
+        (b"tru", "unexpected EOF"),
+        (b"trap", "invalid character 'a' in literal true (expecting 'u')"),
+        (b"nul!", "invalid character '!' in literal null (expecting 'l')"),
+        (b"1.x", "invalid character 'x' after decimal point in numeric literal"),
+        (b"1e+", "unexpected EOF"),
+        (b"1ex", "invalid character 'x' in exponent of numeric literal"),
+        (b'{"a":1 "b"}', "invalid character '\"' after object key:value pair"),
+        (b'{"a":1,}', "invalid character '}' looking for beginning of object key string"),
+        (b"[1 2]", "invalid character '2' after array element"),
+        (b'"a\x01"', "invalid character '\\x01' in string literal"),
+        (b'"\\q"', "invalid character 'q' in string escape code"),
+        (b'"\\u12g4"', "invalid character 'g' in \\u hexadecimal character escape"),
+        (b"\xef\xbb\xbf{}", "invalid character '\u00ef' looking for beginning of value"),
+        (b"{'a': 1}", "invalid character '\\'' looking for beginning of object key string"),
+    ],
+)
+def test_go_decoder_error_wording(raw, message):
+    with pytest.raises(GoJSONError) as info:
+        decode(raw)
+    assert str(info.value) == message
+
+
+def test_go_decoder_reads_the_first_value_only():
+    assert decode(b'{"a": [1, 2.5e1, "x"]} trailing') == {"a": [1, 25.0, "x"]}
+    assert decode(b"0123") == 0
+    assert decode(b'"\xff"') == "\ufffd"  # invalid UTF-8 becomes U+FFFD, as in Go

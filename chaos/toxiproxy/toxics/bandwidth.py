@@ -18,6 +18,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class BandwidthToxic(Toxic):
     type_name = "bandwidth"
+    go_name = "BandwidthToxic"
     attributes = ("rate",)
 
     def __init__(self, attrs: Mapping[str, int]) -> None:

@@ -22,6 +22,10 @@ class Toxic:
 
     type_name: ClassVar[str] = ""
     attributes: ClassVar[tuple[str, ...]] = ()
+    go_name: ClassVar[str] = ""
+    """Toxiproxy's struct for this toxic (named in type errors: ``LatencyToxic``)."""
+    go_int: ClassVar[str] = "int64"
+    """The Go type of its attributes (``int64``; the slicer's are ``int``)."""
     closes_on_remove: ClassVar[bool] = False
     """Removing the toxic closes the connection (timeout) instead of releasing data."""
     resets_on_close: ClassVar[bool] = False

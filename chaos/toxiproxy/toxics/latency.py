@@ -17,6 +17,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class LatencyToxic(Toxic):
     type_name = "latency"
+    go_name = "LatencyToxic"
     attributes = ("latency", "jitter")
 
     def delay(self) -> float:

@@ -17,6 +17,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class LimitDataToxic(Toxic):
     type_name = "limit_data"
+    go_name = "LimitDataToxic"
     attributes = ("bytes",)
 
     def __init__(self, attrs: Mapping[str, int]) -> None:

@@ -10,6 +10,7 @@ from chaos.toxiproxy.toxics.stub import Stub, pass_through
 @register
 class NoopToxic(Toxic):
     type_name = "noop"
+    go_name = "NoopToxic"
 
     async def pipe(self, stub: Stub) -> None:
         await pass_through(stub)

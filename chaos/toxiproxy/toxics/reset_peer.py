@@ -21,6 +21,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class ResetPeerToxic(Toxic):
     type_name = "reset_peer"
+    go_name = "ResetToxic"
     attributes = ("timeout",)
     resets_on_close = True
 

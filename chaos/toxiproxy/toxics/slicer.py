@@ -32,6 +32,8 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class SlicerToxic(Toxic):
     type_name = "slicer"
+    go_name = "SlicerToxic"
+    go_int = "int"
     attributes = ("average_size", "size_variation", "delay")
 
     def slices(self, size: int) -> list[int] | None:

@@ -12,6 +12,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class SlowCloseToxic(Toxic):
     type_name = "slow_close"
+    go_name = "SlowCloseToxic"
     attributes = ("delay",)
 
     async def pipe(self, stub: Stub) -> None:

@@ -16,6 +16,7 @@ from chaos.toxiproxy.toxics.stub import Stub
 @register
 class TimeoutToxic(Toxic):
     type_name = "timeout"
+    go_name = "TimeoutToxic"
     attributes = ("timeout",)
     closes_on_remove = True
 
