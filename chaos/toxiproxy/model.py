@@ -8,7 +8,6 @@ on the event loop under the API lock (see :mod:`chaos.toxiproxy.api`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,21 +235,15 @@ class Collection:
         )
         upstream_changed = upstream is not None and upstream != proxy.upstream
         if listen_changed or upstream_changed:
-            old = (proxy.listen, proxy.upstream, proxy.enabled)
+            # Like the real server: a listen failure (500) leaves the proxy disabled with the
+            # new address stored, so enabling it or POST /reset fails until the port is free.
             proxy.stop()
             if listen_changed:
                 proxy.listen = listen
             if upstream_changed:
                 proxy.upstream = upstream
             if want_enabled:
-                try:
-                    await proxy.start()
-                except ApiError:
-                    proxy.listen, proxy.upstream = old[0], old[1]
-                    if old[2]:
-                        with contextlib.suppress(ApiError):
-                            await proxy.start()
-                    raise
+                await proxy.start()
         elif want_enabled and not proxy.enabled:
             await proxy.start()
         elif not want_enabled and proxy.enabled:
@@ -263,14 +256,21 @@ class Collection:
         del self.proxies[name]
 
     async def reset(self) -> None:
-        """Every proxy enabled again and every toxic removed; nothing deleted."""
+        """Every proxy enabled again and every toxic removed; nothing deleted.
+
+        A proxy that cannot listen keeps its toxics and makes the answer a
+        500, as on the real server; but where the real server stops there
+        (the other proxies, in random order, may be left alone), this one
+        still resets every other proxy.
+        """
         failure: ApiError | None = None
         for proxy in list(self.proxies.values()):
-            proxy.remove_all_toxics()
             try:
                 await proxy.start()
             except ApiError as exc:
                 failure = failure or exc
+                continue
+            proxy.remove_all_toxics()
         if failure is not None:
             raise failure
 

@@ -210,6 +210,25 @@ def test_update_is_partial_and_post_or_patch(api, pname):
     assert status == 400 and message.startswith("bad request body")
 
 
+def test_update_to_a_busy_port_leaves_the_proxy_disabled_there(api, pname):
+    """The real server stores the new listen and stays disabled; /reset then fails."""
+    name = pname()
+    create(api, name)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        status, message = error_of(api.request("PATCH", f"/proxies/{name}", {"listen": busy}))
+        assert status == 500 and "address already in use" in message
+        info = api.get_proxy(name)
+        assert (info["enabled"], info["listen"]) == (False, busy)
+        status, message = error_of(api.request("POST", "/reset"))
+        assert status == 500 and "address already in use" in message
+    assert api.request("POST", "/reset").status == 204  # the port is free again
+    info = api.get_proxy(name)
+    assert (info["enabled"], info["listen"]) == (True, busy)
+
+
 def test_proxy_not_found(api):
     for method in ("GET", "DELETE"):
         assert error_of(api.request(method, "/proxies/absent")) == (404, "proxy not found")
