@@ -73,6 +73,15 @@ class Hang(InvariantViolation):
     """An operation did not finish within the step bound (timeouts not configured?)."""
 
 
+class SlowReturn(Hang):
+    """Under a fault, giving a connection back (rollback, reset) outlasted the return bound."""
+
+
+class ReconfigurationHang(Hang):
+    """Under a fault, ``ensure_timezone()`` or ``close_pool()`` outlasted the reconfiguration
+    bound: replacing a pool waited for the network (or for its workers stuck in a connect)."""
+
+
 ALL_VIOLATIONS: tuple[type[InvariantViolation], ...] = (
     SessionLeak,
     WrongConfiguration,
@@ -89,4 +98,6 @@ ALL_VIOLATIONS: tuple[type[InvariantViolation], ...] = (
     PreparedStatementsBroken,
     UnexplainedError,
     Hang,
+    SlowReturn,
+    ReconfigurationHang,
 )

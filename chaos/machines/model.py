@@ -96,7 +96,12 @@ class Model:
     retired: set[Backend] = field(default_factory=set)
     #: Uncommitted tokens of transactions a request walked away from.
     abandoned_tokens: list[str] = field(default_factory=list)
-    schedule: list[str] = field(default_factory=list)
+    #: Pool operations (pool.check()) stuck under a blocking fault on a control thread: they
+    #: must come free once the fault is healed; the next control step uses another thread.
+    control_stuck: int = 0
+    #: With health checks off, how many checkouts may still fail on a connection that died
+    #: while pooled: at most one per pooled connection per fault (max_size per fault).
+    dead_handouts_allowed: int = 0
 
     # -- requests ---------------------------------------------------------
     def open_request(self) -> int:
@@ -131,13 +136,11 @@ class Model:
     def fault_applied(self, name: str, fault: object, *, lasting: bool) -> None:
         self.fault_epoch += 1
         self.recovery_pending = True
-        self.schedule.append(f"apply {fault!r}")
+        self.dead_handouts_allowed += self.max_size
         if lasting:
             self.active_faults[name] = fault
 
     def faults_healed(self) -> None:
-        if self.active_faults:
-            self.schedule.append("heal " + ", ".join(repr(f) for f in self.active_faults.values()))
         self.active_faults.clear()
 
     def recovered(self) -> None:

@@ -22,6 +22,7 @@ dirt are frozen dataclasses with constructor reprs, settings are
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -57,11 +58,14 @@ from chaos.machines.errors import (
     DeadConnectionHandedOut,
     DoubleCheckout,
     Hang,
+    InvariantViolation,
     LifetimeNotEnforced,
     NoRecoveryAfterHeal,
     PhantomCommit,
     PoolOutOfBounds,
     PreparedStatementsBroken,
+    ReconfigurationHang,
+    SlowReturn,
     UnexplainedError,
     WrongPool,
 )
@@ -88,6 +92,12 @@ RECOVERY_BOUND = 10.0
 STEP_BOUND = 20.0
 #: A step's bound while a blocking fault (half_open) is active: the wait is expected.
 BLOCKED_STEP_BOUND = 2.5
+#: Under any fault, giving a connection back (rollback and reset included) must end within
+#: this: plain_pool bounds the reset by a 2 s deadline; 1 s of slack for a noisy machine.
+RETURN_BOUND = 3.0
+#: Under any fault, ensure_timezone() / close_pool() from a thread holding no connection must
+#: end within this: replacing a pool must not wait for its workers stuck in a connect.
+RECONFIGURE_BOUND = 1.5
 #: Slack on max_lifetime: the target's creation stamp vs the pool's own (jitter only shortens).
 LIFETIME_SLACK = 0.05
 
@@ -151,7 +161,11 @@ class MachineEnv:
     last_target: str = ""
     examples: int = 0
     steps: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
+    #: The run's first invariant violation, the example it happened in and that example's
+    #: steps: reported even when Hypothesis cannot replay it (see chaos.machines.runner).
+    first_violation: InvariantViolation | None = None
+    first_violation_example: int = 0
+    first_violation_steps: list[str] = field(default_factory=list)
     _prepared: set[str] = field(default_factory=set)
 
     def server_version(self) -> str:
@@ -234,6 +248,8 @@ class PoolMachine(RuleBasedStateMachine):
     max_requests: ClassVar[int] = 4
     time_zones: ClassVar[tuple[str, ...]] = TIME_ZONES
     roles: ClassVar[tuple[str | None, ...]] = ROLES
+    #: The dirt dirty_session draws from (a canary may narrow it to the kind its bug keeps).
+    dirt: ClassVar[tuple[Dirt, ...]] = DIRT
     _expected_cache: ClassVar[dict[tuple, Any]] = {}
 
     requests = Bundle("requests")
@@ -255,6 +271,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.run_id = uuid.uuid4().hex[:8]
         self.tokens = 0
         self._admin: psycopg.Connection | None = None
+        self.steps_taken: list[str] = []
 
     # -- plumbing ----------------------------------------------------------
     def _make_nemesis(self) -> Any:
@@ -269,10 +286,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     def _step(self, name: str) -> None:
         self.env.steps += 1
-        self.schedule_note(name)
-
-    def schedule_note(self, text: str) -> None:
-        self.model.schedule.append(text)
+        self.steps_taken.append(name)
 
     def _effects(self) -> Effects:
         return combined_effects(self.model.active_faults.values())
@@ -285,7 +299,6 @@ class PoolMachine(RuleBasedStateMachine):
         if exc is not None:
             label += f" ({type(exc).__name__})"
         event(label)
-        self.env.outcomes[label] = self.env.outcomes.get(label, 0) + 1
         if exc is not None:
             note(f"{what} -> {outcome}: {type(exc).__name__}: {str(exc).strip()[:200]}")
 
@@ -382,6 +395,17 @@ class PoolMachine(RuleBasedStateMachine):
                     f"{what} of {request!r} got a dead connection with no fault active "
                     f"(health checks on): {type(exc).__name__}: {exc}"
                 ) from exc
+            elif _lost(exc):
+                # Health checks off: a connection that died while pooled fails its first
+                # use, once; a second failure of the same kind means a dead one went back.
+                if self.model.dead_handouts_allowed <= 0:
+                    raise DeadConnectionHandedOut(
+                        f"{what} of {request!r} got a dead connection, more often than once "
+                        f"per pooled connection since the last fault (health checks off): "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                self.model.dead_handouts_allowed -= 1
+                allowed = True
         if not allowed and isinstance(exc, ValueError) and what in ("give_back", "finish"):
             # psycopg_pool refuses a connection from another pool with ValueError.
             raise WrongPool(
@@ -398,6 +422,19 @@ class PoolMachine(RuleBasedStateMachine):
         if state is not None and _lost(exc):
             self._resync(request)  # type: ignore[arg-type]
         return outcome
+
+    def _return_bound(self) -> float:
+        return RETURN_BOUND if self.model.faults_active else STEP_BOUND
+
+    def _slow_return(self, request: Request, what: str, bound: float) -> None:
+        """A return did not end within its bound: under a fault that breaks the return
+        deadline; with no fault at all, it is a hang."""
+        if self.model.faults_active:
+            raise SlowReturn(
+                f"{what} of {request!r} did not return within {bound}s under "
+                f"{list(self.model.active_faults.values())} (the return must be bounded)"
+            )
+        raise Hang(f"{what} of {request!r} did not return within {bound}s, no fault active")
 
     def _timed_out(self, request: Request, what: str) -> None:
         if self._effects().blocks:
@@ -485,6 +522,10 @@ class PoolMachine(RuleBasedStateMachine):
                 if isinstance(exc, PoolTimeout) and (exhausted or recovery_bound is None):
                     self._outcome("probe", Outcome.FAILED, exc)
                     return attempts  # every connection is held: nothing to prove
+                # The failed checkout may have left a dead connection in the probe's
+                # wrapper (health checks off): give it back before trying again.
+                with contextlib.suppress(Exception):
+                    probe.give_back(RETURN_BOUND)
                 if recovery_bound is None:
                     self._failed(Request(PROBE), "checkout", exc)
                     return attempts
@@ -537,11 +578,11 @@ class PoolMachine(RuleBasedStateMachine):
             del self.model.requests[request.number]
             return
         holding = state.holding
+        bound = self._return_bound()
         try:
-            self._handle(request).finish(self._bound())
+            self._handle(request).finish(bound)
         except StepTimeout:
-            self._timed_out(request, "finish")
-            return
+            self._slow_return(request, "finish", bound)
         except Exception as exc:
             self._failed(request, "finish", exc)
         self._returned(holding)
@@ -565,11 +606,11 @@ class PoolMachine(RuleBasedStateMachine):
         holding = state.holding
         if holding is None:
             return
+        bound = self._return_bound()
         try:
-            self._handle(request).give_back(self._bound())
+            self._handle(request).give_back(bound)
         except StepTimeout:
-            self._timed_out(request, "give_back")
-            return
+            self._slow_return(request, "give_back", bound)
         except Exception as exc:
             self._failed(request, "give_back", exc)
         self._returned(holding)
@@ -600,7 +641,11 @@ class PoolMachine(RuleBasedStateMachine):
         self._outcome(what, Outcome.OK)
         return Outcome.OK, result
 
-    @rule(request=requests, dirt=st.sampled_from(DIRT), then_give_back=st.booleans())
+    @rule(
+        request=requests,
+        dirt=st.runner().flatmap(lambda machine: st.sampled_from(machine.dirt)),
+        then_give_back=st.booleans(),
+    )
     def dirty_session(self, request: Request, dirt: Dirt, then_give_back: bool) -> None:
         """User SQL leaving session state behind (GUC, role, temp table, lock, LISTEN, ...)."""
         self._step(f"dirty {request!r} {dirt!r}")
@@ -717,11 +762,17 @@ class PoolMachine(RuleBasedStateMachine):
     def _change_settings(self, settings: SettingsValue, request: Request | None) -> None:
         self._step(f"change settings {settings!r} via {request!r}")
         via = self._handle(request) if request is not None else None
+        holds = request is not None and self.model.requests[request.number].holding is not None
+        # Holding a connection, ensure_timezone() reconfigures it: a query, which a blocking
+        # fault may hold up like any other. Otherwise it only replaces the pool: bounded.
+        bound = self._bound() if holds else self._reconfigure_bound()
         try:
-            self.target.change_settings(settings, via, self._bound())
+            self.target.change_settings(settings, via, bound)
         except StepTimeout:
-            assert request is not None
-            self._timed_out(request, "change_settings")
+            if holds and request is not None:
+                self._timed_out(request, "change_settings")
+            else:
+                self._slow_reconfiguration(f"change_settings via {request!r}", bound)
         except pgerrors.InFailedSqlTransaction as exc:
             # ensure_timezone reconfigures the held connection: refused in a failed transaction.
             state = self.model.requests[request.number] if request is not None else None
@@ -737,15 +788,35 @@ class PoolMachine(RuleBasedStateMachine):
             # only in ways the reset undoes; nothing to record.
             pass
 
-    def _control(self, what: str, fn: Callable[[float], Any]) -> None:
-        """A pool operation from the control thread; under a blocking fault it may hang."""
+    def _reconfigure_bound(self) -> float:
+        return RECONFIGURE_BOUND if self.model.faults_active else STEP_BOUND
+
+    def _slow_reconfiguration(self, what: str, bound: float) -> None:
+        if self.model.faults_active:
+            raise ReconfigurationHang(
+                f"{what} did not return within {bound}s under "
+                f"{list(self.model.active_faults.values())}: replacing or closing a pool "
+                "must not wait for the network"
+            )
+        raise Hang(f"{what} did not return within {bound}s, no fault active")
+
+    def _control(self, what: str, fn: Callable[[float], Any], *, bounded: bool) -> None:
+        """A pool operation from a control thread (holding no connection).
+
+        ``bounded``: it must end within RECONFIGURE_BOUND under any fault. Otherwise
+        (psycopg_pool's own ``check()``, which probes idle connections without a
+        deadline) a blocking fault may hold it up: the model records a stuck control
+        call, which must come free once the fault is healed (see FaultRules._recover).
+        """
+        bound = self._reconfigure_bound() if bounded else self._bound()
         try:
-            fn(self._bound())
+            fn(bound)
         except StepTimeout:
+            if bounded:
+                self._slow_reconfiguration(what, bound)
             if not self._effects().blocks:
-                raise Hang(
-                    f"{what} did not return within {STEP_BOUND}s, no blocking fault"
-                ) from None
+                raise Hang(f"{what} did not return within {bound}s, no blocking fault") from None
+            self.model.control_stuck += 1
             self._outcome(what, "stuck (blocking fault)")
         except Exception as exc:
             self._failed(None, what, exc)
@@ -753,13 +824,13 @@ class PoolMachine(RuleBasedStateMachine):
     @rule()
     def close_pool(self) -> None:
         self._step("close_pool")
-        self._control("close_pool", self.target.close_pool)
+        self._control("close_pool", self.target.close_pool, bounded=True)
 
     @rule()
     def check_pool(self) -> None:
         """pool.check(): discard broken and expired idle connections."""
         self._step("check_pool")
-        self._control("check_pool", self.target.check_pool)
+        self._control("check_pool", self.target.check_pool, bounded=False)
 
     # -- invariants ----------------------------------------------------------
     @invariant()
@@ -791,7 +862,16 @@ class PoolMachine(RuleBasedStateMachine):
             )
 
     # -- teardown ------------------------------------------------------------
+    def _record_violation(self, exc: BaseException | None) -> None:
+        """Keep the run's first violation (teardown runs while it propagates)."""
+        env = self.env
+        if isinstance(exc, InvariantViolation) and env.first_violation is None:
+            env.first_violation = exc
+            env.first_violation_example = env.examples
+            env.first_violation_steps = list(self.steps_taken)
+
     def teardown(self) -> None:
+        self._record_violation(sys.exc_info()[1])
         errors: list[str] = []
         with contextlib.suppress(Exception):
             self.nemesis.heal_all()
@@ -923,6 +1003,10 @@ class FaultRules:
         for number, state in list(self.model.requests.items()):
             if state.stuck and not machine._settle_stuck(Request(number), STEP_BOUND):
                 raise Hang(f"Request({number}) still blocked {STEP_BOUND}s after {why}")
+        if self.model.control_stuck:
+            if not machine.target.settle_control(STEP_BOUND):
+                raise Hang(f"a pool operation still blocked {STEP_BOUND}s after {why}")
+            self.model.control_stuck = 0
         attempts = machine._probe(why, recovery_bound=RECOVERY_BOUND)
         event(f"recovery attempts: {min(attempts, 3)}{'+' if attempts > 3 else ''}")
         self.model.recovered()

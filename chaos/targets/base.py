@@ -25,6 +25,7 @@ import abc
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -137,6 +138,43 @@ class RequestThread:
         return self._thread.is_alive()
 
 
+class ControlThreads:
+    """Threads for pool operations that no request makes (close_pool, pool.check(), ...).
+
+    A call stuck under a blocking fault keeps its thread; the next call gets a
+    new one, as a web app's other threads would go on while one is blocked.
+    :meth:`settle` waits for the stuck ones after the fault is healed.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stuck: list[RequestThread] = []
+        self._current = RequestThread(name)
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        if self._current.pending:
+            self._stuck.append(self._current)
+            self._current = RequestThread(f"{self.name}-{len(self._stuck)}")
+        return self._current.call(fn, timeout)
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s in all for stuck calls; True when none is left."""
+        deadline = time.monotonic() + timeout
+        for thread in [*self._stuck, self._current]:
+            with contextlib.suppress(Exception):
+                thread.settle(max(0.0, deadline - time.monotonic()))
+            if thread.pending:
+                return False
+        for thread in self._stuck:
+            thread.stop(1.0)
+        self._stuck.clear()
+        return True
+
+    def stop(self, timeout: float = 1.0) -> None:
+        for thread in [*self._stuck, self._current]:
+            thread.stop(timeout if not thread.pending else 0.0)
+
+
 class Session(abc.ABC):
     """One simulated request's view of the backend; every method runs IN the request's thread."""
 
@@ -239,6 +277,10 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def check_pool(self, bound: float) -> None: ...
+
+    @abc.abstractmethod
+    def settle_control(self, timeout: float) -> bool:
+        """Wait for pool operations stuck under a healed fault; True when none is left."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]: ...

@@ -25,7 +25,7 @@ from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
 from chaos.targets.base import (
     CheckoutResult,
-    RequestThread,
+    ControlThreads,
     Session,
     StepTimeout,
     Target,
@@ -174,7 +174,7 @@ class PlainPoolTarget(Target):
         self.handler = ConnectionHandler(
             {self.alias: self._settings_dict(self.settings)}, wrapper_class=self.wrapper_class
         )
-        self.control = RequestThread(f"{self.alias}-control")
+        self.control = ControlThreads(f"{self.alias}-control")
         self.requests: list[TargetRequest] = []
         self.cache_key = (
             getattr(server, "host", None),
@@ -238,6 +238,9 @@ class PlainPoolTarget(Target):
                 entry.pool.check()
 
         self.control.call(check, bound)
+
+    def settle_control(self, timeout: float) -> bool:
+        return self.control.settle(timeout)
 
     def stats(self) -> dict[str, int]:
         entry = self._current_entry()

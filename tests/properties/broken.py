@@ -8,9 +8,11 @@ They belong with the suite, not the package: they exist to prove checks.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from plain_pool import DatabaseWrapper, pools
 from plain_pool.recovering_pool import RecoveringConnectionPool
@@ -84,7 +86,49 @@ class IgnoresMaxSize(DatabaseWrapper):
         return _OversizedPool
 
 
+class UnboundedRollbackOnReturn(DatabaseWrapper):
+    """Rolls back a transaction left open BEFORE the return deadline starts (the slip a
+    refactor makes): over a half-open link, returning the connection blocks as long as
+    the link stays half-open."""
+
+    def _return_to_pool(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+        if not conn.closed and conn.info.transaction_status in (
+            TransactionStatus.INTRANS,
+            TransactionStatus.INERROR,
+        ):
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        super()._return_to_pool(conn, entry)
+
+
+class WaitsForPoolWorkers(DatabaseWrapper):
+    """Closes a replaced pool with psycopg_pool's default close(), which joins each worker
+    for up to 5 s: a worker stuck in a connect holds up ensure_timezone() / close_pool()."""
+
+    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
+        try:
+            self._forget_pool(entry)
+        finally:
+            entry.pool.close()
+
+
+class ResetOnlyWithHealthChecks(DatabaseWrapper):
+    """The reset wired into the health-check path: with checks off, nothing is reset."""
+
+    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+        if self.settings.conn_health_checks:
+            super()._reset_session(conn, entry)
+
+
 BROKEN: dict[str, type[DatabaseWrapper]] = {
     cls.__name__: cls
-    for cls in (SharesConnectionAcrossThreads, NeverExpires, KeepsStatementCache, IgnoresMaxSize)
+    for cls in (
+        SharesConnectionAcrossThreads,
+        NeverExpires,
+        KeepsStatementCache,
+        IgnoresMaxSize,
+        UnboundedRollbackOnReturn,
+        WaitsForPoolWorkers,
+        ResetOnlyWithHealthChecks,
+    )
 }

@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import seed, settings
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis import settings
 from hypothesis.statistics import collector, describe_statistics
 
 from chaos.faults.connect import proxy_address
 from chaos.hypothesis_profiles import budget
 from chaos.machines.pool_machine import MachineEnv, PoolMachine
+from chaos.machines.runner import run_machine_as_test
 from chaos.targets.base import TargetOptions
 from chaos.targets.plain_pool import PlainPoolTarget
 
@@ -112,9 +112,7 @@ def run_machine(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]
             )
 
         with collector.with_value(note_statistics):
-            run_state_machine_as_test(
-                seed(run_seed)(machine), settings=machine_settings(**overrides)
-            )
+            run_machine_as_test(machine, machine_settings(**overrides), seed=run_seed)
 
     yield run
 
