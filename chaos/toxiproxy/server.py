@@ -1,5 +1,8 @@
 """The server process: ``python -m chaos.toxiproxy [--host H] [--port N] [--config F]``.
 
+``--host`` must be an IP address and ``--port`` 0..65535; anything else is a
+usage error (exit code 2) before anything listens.
+
 Prints exactly one line on stdout once the API is bound
 (``toxiproxy listening on HOST:PORT``) so a parent can wait for it; logs go to
 stderr. SIGTERM and SIGINT close the API, every listener and every
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import signal
@@ -27,13 +31,38 @@ log = logging.getLogger("chaos.toxiproxy")
 READY_PREFIX = "toxiproxy listening on "
 
 
+def _port(text: str) -> int:
+    """An API port: 0..65535 (Python's socket layer would silently wrap 99999 to 34463)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 0..65535")
+    return port
+
+
+def _host(text: str) -> str:
+    """An IP address to bind the API to (a name could resolve to several, or to none)."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an IP address (e.g. 127.0.0.1, ::1, 0.0.0.0)"
+        ) from None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos.toxiproxy",
         description=f"Embedded Toxiproxy-compatible server ({VERSION}).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8474, help="API port; 0 picks a free one")
+    parser.add_argument(
+        "--host", type=_host, default="127.0.0.1", help="API IP address (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8474, help="API port, 0..65535; 0 picks a free one"
+    )
     parser.add_argument("--config", type=Path, help="JSON list of proxies (the /populate format)")
     parser.add_argument(
         "--debug-endpoints",

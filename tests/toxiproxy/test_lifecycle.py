@@ -13,6 +13,7 @@ import time
 import pytest
 
 from chaos.toxiproxy.harness import REPO_ROOT, ToxiproxyServer
+from chaos.toxiproxy.server import parse_args
 from tests.toxiproxy.conftest import connect, recv_all, roundtrip
 
 pytestmark = pytest.mark.toxiproxy_conformance
@@ -128,6 +129,44 @@ def test_server_readiness_config_and_sigterm(tmp_path, echo_server, embedded_onl
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["--port", "99999"], "argument --port: port 99999 is outside 0..65535"),
+        (["--port", "65536"], "argument --port: port 65536 is outside 0..65535"),
+        (["--port", "-1"], "argument --port: port -1 is outside 0..65535"),
+        (["--port", "http"], "argument --port: 'http' is not a port number"),
+        (["--host", "localhost"], "argument --host: 'localhost' is not an IP address"),
+        (["--host", "10.0.0.256"], "argument --host: '10.0.0.256' is not an IP address"),
+    ],
+)
+def test_cli_refuses_bad_ports_and_hosts(argv, complaint, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_cli_accepts_ports_and_ip_addresses():
+    args = parse_args(["--host", "::1", "--port", "65535"])
+    assert (args.host, args.port) == ("::1", 65535)
+    assert parse_args(["--port", "0"]).port == 0
+
+
+def test_cli_bad_port_exits_2_without_listening(embedded_only):
+    """``--port 99999`` used to start on 34463 (the port wrapped)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "chaos.toxiproxy", "--port", "99999"],
+        capture_output=True,
+        env=env,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == b""  # no readiness line
+    assert b"error: argument --port: port 99999 is outside 0..65535" in proc.stderr
 
 
 def test_sigint_stops_cleanly(embedded_only):
