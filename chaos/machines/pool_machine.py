@@ -70,6 +70,7 @@ from chaos.machines.errors import (
     WrongPool,
 )
 from chaos.machines.model import Holding, Model, SettingsValue
+from chaos.machines.runner import record_violation
 from chaos.targets.base import (
     CheckoutResult,
     Session,
@@ -862,16 +863,8 @@ class PoolMachine(RuleBasedStateMachine):
             )
 
     # -- teardown ------------------------------------------------------------
-    def _record_violation(self, exc: BaseException | None) -> None:
-        """Keep the run's first violation (teardown runs while it propagates)."""
-        env = self.env
-        if isinstance(exc, InvariantViolation) and env.first_violation is None:
-            env.first_violation = exc
-            env.first_violation_example = env.examples
-            env.first_violation_steps = list(self.steps_taken)
-
     def teardown(self) -> None:
-        self._record_violation(sys.exc_info()[1])
+        record_violation(self.env, sys.exc_info()[1], self.steps_taken)
         errors: list[str] = []
         with contextlib.suppress(Exception):
             self.nemesis.heal_all()

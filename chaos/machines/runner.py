@@ -22,6 +22,14 @@ from hypothesis.stateful import run_state_machine_as_test
 from chaos.machines.errors import InvariantViolation
 
 
+def record_violation(env: Any, exc: BaseException | None, steps: list[str]) -> None:
+    """Keep the run's first violation (a machine's teardown runs while it propagates)."""
+    if isinstance(exc, InvariantViolation) and env.first_violation is None:
+        env.first_violation = exc
+        env.first_violation_example = env.examples
+        env.first_violation_steps = list(steps)
+
+
 def run_machine_as_test(machine: type, settings: Settings, *, seed: int | None = None) -> None:
     """``run_state_machine_as_test`` that never hides the violation behind a replay error."""
     env: Any = machine.env
