@@ -1,8 +1,11 @@
 """An embedded, Toxiproxy-compatible fault proxy.
 
-Speaks the Toxiproxy 2.12 HTTP API (the contract is ``spec/toxiproxy.md``) so
-that the harness, toxiproxy-python and every other Toxiproxy client work
-unchanged whether a real ``toxiproxy-server`` is available or not.
+Speaks the Toxiproxy 2.12 HTTP API and runs its toxics the same way (the
+reference is upstream's source, github.com/Shopify/toxiproxy: api.go,
+link.go, toxics/), so that the harness, toxiproxy-python and every other
+Toxiproxy client work unchanged whether a real ``toxiproxy-server`` is
+available or not. Deliberate deviations are documented where they live and
+pinned by tests marked ``embedded_only``.
 
 - :mod:`chaos.toxiproxy.server`: the process (``python -m chaos.toxiproxy``).
 - :mod:`chaos.toxiproxy.api`: the HTTP API (aiohttp).

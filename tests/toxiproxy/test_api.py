@@ -1,4 +1,4 @@
-"""HTTP API conformance: every row of the contract (spec/toxiproxy.md).
+"""HTTP API conformance with Toxiproxy 2.12 (upstream api.go, proxy.go, toxic_collection.go).
 
 Driven through toxiproxy-python where it can express the call, raw HTTP for
 malformed input and exact status/message checks. Runs against a real server
