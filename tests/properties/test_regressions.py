@@ -53,3 +53,34 @@ def test_no_reset_on_return_leaks_a_guc(machine_env):
             dirt=SetGuc(name="work_mem", value="8MB"), request=requests_0, then_give_back=True
         )
     state.teardown()
+
+
+def test_pool_check_stuck_under_half_open_then_settings_change(machine_env):
+    """The chaos run once crashed the harness here (``assert request is not None``): under
+    a half-open link psycopg_pool's ``check()`` blocks the control thread, and the next
+    settings change from a control thread found it busy. Now the stuck check is a modelled
+    state (another control thread serves the change, the stuck one must come free on heal)
+    and the settings change itself must end within the reconfiguration bound."""
+    if machine_env.proxy is None:
+        pytest.skip("needs the fault proxy")
+    from canary_programs import UTC, Checked
+
+    from chaos.faults.network import HalfOpen
+    from chaos.machines.pool_machine import NetworkFaults
+
+    options = TargetOptions(max_size=2, timeout=0.5)
+    PoolMachine = machine_for(machine_env, NetworkFaults, options=options, name="PoolMachine")
+    state = PoolMachine()
+    try:
+        steps = Checked(state)
+        requests_0 = steps.start(settings=UTC)
+        steps.checkout(request=requests_0)
+        steps.give_back(request=requests_0)
+        steps.inject_network_fault(fault=HalfOpen(), blip=False)
+        steps.check_pool()
+        assert state.model.control_stuck == 1, "pool.check() over a half-open link returned"
+        steps.change_settings(settings=SettingsValue("Europe/Paris", use_tz=False, role=None))
+        steps.heal()
+        assert state.model.control_stuck == 0
+    finally:
+        state.teardown()

@@ -5,6 +5,9 @@ A child pytest runs ``test_replayable_canary`` (skipped unless
 its output we take what a user would copy - the ``--hypothesis-seed=N`` of the
 "chaos replay" section and the ``@reproduce_failure(...)`` blob Hypothesis
 printed - and run the child again with each: it must fail the same way.
+
+The first child searches from the canary's measured seed with the canary's
+budget (see test_canaries.py), so finding the failure is not left to luck.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def test_replayable_canary(machine_env, run_machine):
     name = os.environ.get("CHAOS_REPLAY_CANARY")
     if not name:
         pytest.skip("run by test_failure_replays_from_what_was_printed")
-    machine = CANARIES[name].machine(machine_env)
+    canary = CANARIES[name]
+    machine = canary.machine(machine_env)
     blob = os.environ.get("CHAOS_REPLAY_BLOB")
     if blob:
         version, data = blob.split(" ", 1)
@@ -45,6 +49,8 @@ def test_replayable_canary(machine_env, run_machine):
         database=None,
         report_multiple_bugs=False,
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        max_examples=canary.max_examples,
+        stateful_step_count=canary.steps,
     )
 
 
@@ -66,7 +72,9 @@ def _child(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.canary
 @pytest.mark.slow
 def test_failure_replays_from_what_was_printed():
-    found = _child(CHAOS_REPLAY_CANARY="SessionLeak")
+    found = _child(
+        f"--hypothesis-seed={CANARIES['SessionLeak'].seed}", CHAOS_REPLAY_CANARY="SessionLeak"
+    )
     output = found.stdout + found.stderr
     assert found.returncode == 1, output[-3000:]
     assert "SessionLeak" in output, output[-3000:]
