@@ -11,8 +11,23 @@ attributes, everything a request can leave behind on a PostgreSQL session:
 - temp tables (``pg_class`` in ``pg_my_temp_schema()``);
 - advisory locks held by ``pg_backend_pid()`` (``pg_locks``);
 - ``pg_listening_channels()``, ``pg_prepared_statements``, ``pg_cursors``;
-- the transaction status, and the client-side ``autocommit``,
-  ``isolation_level``, ``read_only``, ``deferrable`` and ``prepare_threshold``.
+- the transaction status;
+- the client side of the psycopg connection (no round trip): ``autocommit``,
+  ``isolation_level``, ``read_only``, ``deferrable``, ``prepare_threshold``,
+  ``prepared_max``, the row, cursor and server-cursor factories (by qualified
+  name), the notice and notify handlers (by qualified name), notifications
+  received but not yet consumed (``pending_notifies``: ``conn.notifies()``
+  would hand them to the next user) and which adapter maps the connection
+  changed (``adapters``: a loader or dumper registered on ``conn.adapters``,
+  or ``TypeInfo.register(conn)``).
+
+Client-side state is session state too: a request that sets
+``conn.row_factory = dict_row`` or adds a notice handler and returns the
+connection changes what the next request gets, exactly as a ``SET`` does.
+Three of these have no public getter in psycopg (the handler lists, the
+notification backlog, the adapter maps' copy-on-write state): they are read,
+never written, in :func:`_psycopg_internals`, the one place that knows
+psycopg's private attributes.
 
 The backend pid is kept (``backend_pid``) but is not part of equality.
 
@@ -48,6 +63,7 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 DRIVER_PREFIX = "_pg3_"
 
@@ -108,6 +124,14 @@ class SessionFingerprint:
     read_only: bool | None
     deferrable: bool | None
     prepare_threshold: int | None
+    prepared_max: int | None
+    row_factory: str
+    cursor_factory: str
+    server_cursor_factory: str
+    notice_handlers: tuple[str, ...]
+    notify_handlers: tuple[str, ...]
+    pending_notifies: tuple[str, ...]
+    adapters: tuple[str, ...]
     backend_pid: int | None = dataclasses.field(default=None, compare=False)
 
     def without_driver_statements(self) -> SessionFingerprint:
@@ -137,8 +161,97 @@ class SessionFingerprint:
         return out
 
 
+#: The client-side fields (read with no round trip), the transaction status aside.
+CLIENT_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(SessionFingerprint)
+    if f.compare and f.name not in _SERVER_FIELDS and f.name != "transaction_status"
+)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in (value or ()))
+
+
+def qualified_name(obj: Any) -> str:
+    """``module.qualname`` of a function or class (of its type for other callables)."""
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return f"{module}.{name}"
+
+
+#: The adapter maps psycopg copies on write from its global ``psycopg.adapters``.
+_ADAPTER_MAPS = ("dumpers", "dumpers_by_oid", "loaders")
+
+
+def _changed_adapter_maps(conn_adapters: Any) -> tuple[str, ...]:
+    """Which of the connection's adapter maps are no longer psycopg's global ones.
+
+    A connection's ``AdaptersMap`` starts as a shallow copy of the global
+    map: its inner dicts ARE the global dicts until a ``register_dumper`` /
+    ``register_loader`` / ``TypeInfo.register`` on the connection copies one.
+    (Its ``_own_*`` flags cannot be used: every cursor copies the
+    connection's map and so resets them.) A global registration after the
+    connection was made also shows here: such a connection differs from a
+    fresh one as well.
+    """
+    if conn_adapters is None:  # never used: psycopg copies the global map on first use
+        return ()
+    base = psycopg.adapters
+    changed = []
+    for name in _ADAPTER_MAPS:
+        mine, theirs = getattr(conn_adapters, f"_{name}", None), getattr(base, f"_{name}", None)
+        if isinstance(mine, dict) and isinstance(theirs, dict):  # by format
+            if any(mine.get(k) is not v for k, v in theirs.items()):
+                changed.append(name)
+        elif (
+            isinstance(mine, list)  # by pq format
+            and isinstance(theirs, list)
+            and any(m is not t for m, t in zip(mine, theirs, strict=False))
+        ):
+            changed.append(name)
+    mine_types = getattr(getattr(conn_adapters, "types", None), "_registry", None)
+    if mine_types is not getattr(base.types, "_registry", None):
+        changed.append("types")
+    return tuple(changed)
+
+
+def _psycopg_internals(conn: psycopg.Connection[Any]) -> dict[str, tuple[str, ...]]:
+    """Client-side state psycopg keeps in private attributes (read only, never written).
+
+    psycopg has ``add_notice_handler``/``remove_notice_handler`` (and the
+    notify pair) but no way to list the handlers; ``conn.notifies()`` drains
+    the backlog of received notifications (so it cannot be used to look);
+    ``conn.adapters`` creates the map it returns. A psycopg release that
+    renames one of these makes the field read as empty: the integration
+    tests (tests/integration/test_client_state.py) then fail, since they
+    check that every field sees its change.
+    """
+    backlog = getattr(conn, "_notifies_backlog", None) or ()
+    return {
+        "notice_handlers": tuple(map(qualified_name, getattr(conn, "_notice_handlers", ()))),
+        "notify_handlers": tuple(map(qualified_name, getattr(conn, "_notify_handlers", ()))),
+        "pending_notifies": tuple(n.channel for n in backlog),
+        "adapters": _changed_adapter_maps(getattr(conn, "_adapters", None)),
+    }
+
+
+def client_state(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The client-side fields of the fingerprint (no round trip)."""
+    iso = conn.isolation_level
+    return {
+        "transaction_status": conn.info.transaction_status.name,
+        "autocommit": conn.autocommit,
+        "isolation_level": iso.name if iso is not None else None,
+        "read_only": conn.read_only,
+        "deferrable": conn.deferrable,
+        "prepare_threshold": conn.prepare_threshold,
+        "prepared_max": conn.prepared_max,
+        "row_factory": qualified_name(conn.row_factory),
+        "cursor_factory": qualified_name(conn.cursor_factory),
+        "server_cursor_factory": qualified_name(conn.server_cursor_factory),
+        **_psycopg_internals(conn),
+    }
 
 
 def session_fingerprint(
@@ -148,15 +261,7 @@ def session_fingerprint(
 ) -> SessionFingerprint:
     """Fingerprint ``conn``'s session without changing it (see the module docstring)."""
     status = conn.info.transaction_status
-    iso = conn.isolation_level
-    client = {
-        "transaction_status": status.name,
-        "autocommit": conn.autocommit,
-        "isolation_level": iso.name if iso is not None else None,
-        "read_only": conn.read_only,
-        "deferrable": conn.deferrable,
-        "prepare_threshold": conn.prepare_threshold,
-    }
+    client = client_state(conn)
     if conn.closed or status not in (TransactionStatus.IDLE, TransactionStatus.INTRANS):
         return SessionFingerprint(**dict.fromkeys(_SERVER_FIELDS), **client)  # type: ignore[arg-type]
 
@@ -164,7 +269,9 @@ def session_fingerprint(
     if switch:
         conn.autocommit = True
     try:
-        with conn.cursor() as cur:
+        # A plain Cursor with tuple rows: the request may have changed the
+        # connection's cursor and row factories (part of what is measured).
+        with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
             cur.execute(FINGERPRINT_SQL, prepare=False)
             row = cur.fetchone()
     finally:
@@ -188,6 +295,6 @@ def session_fingerprint(
         prepared_statements=user_statements,
         driver_prepared_statements=() if ignore else driver,
         cursors=_names(row[8]),
-        backend_pid=row[9],
+        backend_pid=int(row[9]),  # int even if a request made int4 load as text
         **client,  # type: ignore[arg-type]
     )
