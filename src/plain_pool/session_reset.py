@@ -3,14 +3,21 @@
 Why: neither Django's pool nor Plain's clears session state on return, so a
 ``SET``, ``SET ROLE`` (a privilege leak), temp table, advisory lock,
 ``LISTEN``, prepared statement, ``WITH HOLD`` cursor or isolation level set
-by one request reaches the next one (spec section 2, bug class 12).
+by one request reaches the next one. Nor does either touch the client side of
+the psycopg connection: a row factory, a notice handler, an adapter or a
+``prepare_threshold`` one request set is what the next one gets.
 
 The reset runs in the CALLER's thread, before ``putconn`` (a pool ``reset``
 callback would move the return to a worker thread and cost a thread
 hand-off per checkout). Steps:
 
 1. the transaction was already rolled back by the caller (never committed);
-2. client-side attributes back to the configured defaults (no round trip);
+2. the client side back to what a new connection has (no round trip):
+   :func:`client_defaults` (autocommit, isolation level, read only,
+   deferrable, prepare_threshold, prepared_max, row, cursor and server-cursor
+   factories) and, through psycopg's private attributes (no public API),
+   the notice and notify handlers a request added and the adapters it
+   registered on the connection (:data:`PRIVATE_CLIENT_STATE`);
 3. ``DISCARD ALL`` as its own statement (it cannot share a
    multi-statement string: PostgreSQL runs such a string as one implicit
    transaction block), then the configure statements, all executed with
@@ -24,7 +31,11 @@ hand-off per checkout). Steps:
 4. psycopg's client-side prepared-statement cache is forgotten: psycopg only
    notices a ``DISCARD ALL`` the first time a given query text runs, after
    which its cache would name statements the server no longer has
-   (``prepared statement "_pg3_0" does not exist``).
+   (``prepared statement "_pg3_0" does not exist``);
+5. notifications received but never consumed are dropped, AFTER the
+   statements (the session listens until ``DISCARD ALL``/``UNLISTEN *``
+   runs): psycopg keeps them for ``conn.notifies()``, which would hand the
+   previous user's notifications to the next one.
 
 Stale ``parameter_status`` inside a pipeline (multi-statement strategies):
 the configure step decides
@@ -77,6 +88,38 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
 SESSION_ZONE_HINT = "_plain_pool_session_zone"
 
 
+#: psycopg's default ``Connection.prepared_max`` (what a new connection has).
+PSYCOPG_PREPARED_MAX = 100
+
+#: Client-side state with no public setter or getter, reset through psycopg's
+#: private attributes (named as in the suite's session fingerprint).
+PRIVATE_CLIENT_STATE = ("notice_handlers", "notify_handlers", "adapters", "pending_notifies")
+
+
+def client_defaults(
+    *, prepare_threshold: int | None, cursor_factory: type[psycopg.Cursor[Any]] | None
+) -> dict[str, Any]:
+    """The public client-side attributes the reset puts back, with their values.
+
+    What a new connection of the pool has: psycopg's defaults, but
+    ``prepare_threshold`` and ``cursor_factory`` from the settings.
+    ``autocommit`` comes first (the others apply to the transactions psycopg begins).
+    """
+    defaults: dict[str, Any] = {
+        "autocommit": True,
+        "isolation_level": None,
+        "read_only": None,
+        "deferrable": None,
+        "prepare_threshold": prepare_threshold,
+        "prepared_max": PSYCOPG_PREPARED_MAX,
+        "row_factory": tuple_row,
+        "server_cursor_factory": psycopg.ServerCursor,
+    }
+    if cursor_factory is not None:
+        defaults["cursor_factory"] = cursor_factory
+    return defaults
+
+
 def restore_client_attributes(
     conn: psycopg.Connection,
     *,
@@ -84,19 +127,38 @@ def restore_client_attributes(
     cursor_factory: type[psycopg.Cursor[Any]] | None,
 ) -> None:
     """Back to the configured client-side defaults. The connection must be IDLE."""
-    conn.autocommit = True
-    conn.isolation_level = None
-    conn.read_only = None
-    conn.deferrable = None
-    conn.prepare_threshold = prepare_threshold
-    conn.row_factory = tuple_row  # type: ignore[assignment]
-    if cursor_factory is not None:
-        conn.cursor_factory = cursor_factory
-    # Handlers a user added would see the next user's notices/notifications.
+    for name, value in client_defaults(
+        prepare_threshold=prepare_threshold, cursor_factory=cursor_factory
+    ).items():
+        setattr(conn, name, value)
+    _drop_handlers_and_adapters(conn)
+
+
+def _drop_handlers_and_adapters(conn: psycopg.Connection) -> None:
+    """What a request added that psycopg has no public way to undo.
+
+    Handlers a user added would see the next user's notices and
+    notifications; adapters registered on ``conn.adapters`` (a loader, a
+    dumper, ``TypeInfo.register(conn)``) would change how the next user's
+    values are loaded and dumped. psycopg creates a connection's adapters
+    lazily, as a copy of the global ``psycopg.adapters`` (which is what a new
+    connection of the pool has: plain_pool passes no ``context``), so
+    ``None`` restores them; the copy is made on the next cursor, as for
+    every cursor anyway.
+    """
     for name in ("_notice_handlers", "_notify_handlers"):
         handlers = getattr(conn, name, None)
         if isinstance(handlers, list):
             del handlers[:]
+    if hasattr(conn, "_adapters"):
+        conn._adapters = None
+
+
+def forget_pending_notifications(conn: psycopg.Connection) -> None:
+    """Drop notifications psycopg received and kept for ``conn.notifies()`` (private deque)."""
+    backlog = getattr(conn, "_notifies_backlog", None)
+    if backlog is not None and hasattr(backlog, "clear"):
+        backlog.clear()
 
 
 def forget_client_prepared_statements(conn: psycopg.Connection) -> None:
@@ -166,3 +228,4 @@ def reset_session(
                     delattr(conn, SESSION_ZONE_HINT)
     if not keeps_prepared:
         forget_client_prepared_statements(conn)
+    forget_pending_notifications(conn)

@@ -124,3 +124,25 @@ VARIANTS: dict[str, type[DatabaseWrapper]] = {
         BackoffRecovery,
     )
 }
+
+
+class KeepsNoticeHandlers(DatabaseWrapper):
+    """The reset forgets the notice handlers a request added: they see the next one's notices."""
+
+    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+        handlers = list(getattr(conn, "_notice_handlers", ()))  # psycopg has no public getter
+        super()._reset_session(conn, entry)
+        for handler in handlers:
+            conn.add_notice_handler(handler)
+
+
+class KeepsRowFactory(DatabaseWrapper):
+    """The reset forgets the row factory: the next request gets dicts where it expects tuples."""
+
+    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+        row_factory = conn.row_factory
+        super()._reset_session(conn, entry)
+        conn.row_factory = row_factory
+
+
+VARIANTS.update({cls.__name__: cls for cls in (KeepsNoticeHandlers, KeepsRowFactory)})
