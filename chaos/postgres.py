@@ -39,7 +39,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -63,7 +63,6 @@ __all__ = [
     "ServerControlUnavailable",
     "ServerUnavailable",
     "find_binaries",
-    "server_from_env",
 ]
 
 MODE_ENV = "PLAIN_POOL_PG_MODE"
@@ -260,9 +259,27 @@ class _ConnectMixin:
         kwargs.setdefault("connect_timeout", 5)
         return psycopg.connect(self.conninfo(), **kwargs)
 
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for the harness's own queries, its backend gone when the block ends.
+
+        Tests count backends and connection slots (``backend_pids``, ``max_connections``);
+        a backend still exiting after its client closed would be counted, by chance.
+        """
+        conn = self.connect()
+        pid = conn.info.backend_pid
+        try:
+            yield conn
+        finally:
+            conn.close()
+            self._await_backend_exit(pid)
+
+    def _await_backend_exit(self, pid: int) -> None:
+        """Wait until backend ``pid`` has exited (only a server we own can be watched)."""
+
     def backend_pids(self) -> set[int]:
         """Client backends in ``pg_stat_activity``, excluding the connection asking."""
-        with self.connect() as conn:
+        with self._admin() as conn:
             rows = conn.execute(
                 "SELECT pid FROM pg_stat_activity"
                 " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
@@ -281,7 +298,9 @@ class _ConnectMixin:
                 last = exc
             else:
                 accepted = time.monotonic()
+                pid = conn.info.backend_pid
                 conn.close()
+                self._await_backend_exit(pid)  # ready means: no connection of ours left
                 return accepted
             if time.monotonic() >= deadline:
                 raise PostgresStartError(
@@ -354,6 +373,11 @@ class PostgresServer(_ConnectMixin):
     def pid(self) -> int | None:
         """The postmaster's pid while running."""
         return self._proc.pid if self.is_running and self._proc else None
+
+    @property
+    def watchdog_pid(self) -> int | None:
+        """The reaper watching this server (None before start and after close)."""
+        return self._watch.pid if self._watch is not None else None
 
     @property
     def log_path(self) -> Path | None:
@@ -463,6 +487,12 @@ class PostgresServer(_ConnectMixin):
                 stderr=subprocess.STDOUT,
             )
         self._watch.add_pid(self._proc.pid)
+
+    def _await_backend_exit(self, pid: int, timeout: float = 10.0) -> None:
+        """Wait until backend ``pid`` has exited; it frees its connection slot as it exits."""
+        deadline = time.monotonic() + timeout
+        while reaper.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _check_alive(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
@@ -603,7 +633,7 @@ class PostgresServer(_ConnectMixin):
     def terminate_backends(self, *, exclude_pids: Iterable[int] = (), timeout: float = 10.0) -> int:
         """``pg_terminate_backend`` each client backend (but ``exclude_pids``); wait until gone."""
         excluded = [int(p) for p in exclude_pids]
-        with self.connect() as conn:
+        with self._admin() as conn:
             pids = [
                 row[0]
                 for row in conn.execute(
@@ -628,7 +658,7 @@ class PostgresServer(_ConnectMixin):
 
     def set_max_connections(self, n: int) -> None:
         """``ALTER SYSTEM SET max_connections`` and restart (fast)."""
-        with self.connect() as conn:
+        with self._admin() as conn:
             row = conn.execute(
                 "SELECT sum(setting::int) FROM pg_settings"
                 " WHERE name IN ('superuser_reserved_connections', 'reserved_connections')"
@@ -667,7 +697,7 @@ def _create_role(
     that must be able to ``SET ROLE`` to it.
     """
     ident = sql.Identifier(name)
-    with server.connect() as conn:
+    with server._admin() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [name]).fetchone()
         if not exists:
             conn.execute(
@@ -852,17 +882,3 @@ def selected_mode(environ: Mapping[str, str] | None = None) -> str:
     if mode not in ("owned", "external", "docker"):
         raise ValueError(f"{MODE_ENV} must be owned, external or docker, not {mode!r}")
     return mode
-
-
-def server_from_env(
-    bindir: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    **kwargs: Any,
-) -> PostgresServer | ExternalPostgres:
-    """The (not yet started) server the environment asks for."""
-    mode = selected_mode(environ)
-    if mode == "external":
-        return ExternalPostgres((environ or os.environ).get(DSN_ENV))
-    if mode == "docker":
-        return DockerPostgres()
-    return PostgresServer(find_binaries(bindir, environ=environ), **kwargs)
