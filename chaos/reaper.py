@@ -224,17 +224,17 @@ class Watch:
     def forget_pid(self, pid: int) -> None:
         self._send(f"forget {pid}")
 
-    def add_path(self, path: str | os.PathLike[str]) -> None:
-        """Remove this file or directory tree when the owner dies."""
-        self._send(f"remove {os.fspath(path)}")
-
     def cancel(self, timeout: float = 5.0) -> None:
         """The owner cleaned up itself: stop the watchdog without it touching anything."""
         self._send("cancel")
         self._close(timeout)
 
-    def reap_now(self, timeout: float = 15.0) -> None:
-        """Make the watchdog clean up now (as if the owner had died) and wait for it."""
+    def reap_now(self, timeout: float = 30.0) -> None:
+        """Make the watchdog clean up now (as if the owner had died) and wait for it.
+
+        ``timeout`` exceeds the watchdog's own worst case (its grace, then two 5 s
+        waits for stragglers), so it is not killed while it still has work to do.
+        """
         self._close(timeout)
 
     def _close(self, timeout: float) -> None:
@@ -247,14 +247,9 @@ class Watch:
             self._proc.kill()
             self._proc.wait()
 
-    @property
-    def running(self) -> bool:
-        return self._proc.poll() is None
-
 
 def watch(
     owner_pid: int | None = None,
-    kill_pids: Iterable[int] = (),
     remove_paths: Iterable[str | os.PathLike[str]] = (),
     *,
     first_signal: int = signal.SIGTERM,
@@ -279,8 +274,6 @@ def watch(
         "--grace",
         str(grace),
     ]
-    for pid in kill_pids:
-        cmd += ["--kill-pid", f"{pid}:{start_time(pid) or '-'}"]
     for path in remove_paths:
         cmd += ["--remove", os.fspath(path)]
     proc = subprocess.Popen(
@@ -293,7 +286,66 @@ def watch(
     return Watch(proc)
 
 
-def _main(argv: list[str] | None = None) -> int:
+class _Orders:
+    """What the owner asked for over the pipe: processes to kill, paths to remove, or cancel."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.pids: dict[int, str | None] = {}
+        self.paths = list(paths)
+        self.cancelled = False
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Apply every complete line in ``chunk`` (a partial last line waits for the rest)."""
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        for raw in lines:
+            self._apply(raw.decode().strip())
+
+    def _apply(self, line: str) -> None:
+        command, _, rest = line.partition(" ")
+        if command == "cancel":
+            self.cancelled = True
+        elif command == "kill":
+            pid, _, started = rest.partition(" ")
+            self.pids[int(pid)] = started or None
+        elif command == "forget":
+            self.pids.pop(int(rest), None)
+        elif command == "remove":
+            self.paths.append(rest)
+
+
+def _read_chunk(fd: int, orders: _Orders) -> bool:
+    """Read what is in the pipe into ``orders``; True at EOF (the owner closed it or died)."""
+    chunk = os.read(fd, 65536)
+    orders.feed(chunk)
+    return not chunk
+
+
+def _follow_owner(fd: int | None, orders: _Orders, owner: int, started: str | None) -> None:
+    """Take orders until the owner dies (EOF on the pipe, or its pid is gone) or cancels."""
+    eof = False
+    while not eof and not orders.cancelled and alive(owner, started):
+        if fd is None:
+            time.sleep(POLL_INTERVAL)
+        elif select.select([fd], [], [], POLL_INTERVAL)[0]:
+            eof = _read_chunk(fd, orders)
+    if fd is not None and not eof and not orders.cancelled:
+        _drain(fd, orders)
+
+
+def _drain(fd: int, orders: _Orders) -> None:
+    """Read the orders a dead owner left in the pipe.
+
+    Its pid is gone but the pipe is still open (a forked child of the owner holds
+    the write end). What the owner wrote is already in the pipe: read until it
+    would block, without waiting for more.
+    """
+    while select.select([fd], [], [], 0)[0]:
+        if _read_chunk(fd, orders):
+            return
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m chaos.reaper", description=__doc__.split("\n")[0]
     )
@@ -301,7 +353,6 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--owner-started", default=None, help="its start time (/proc), against reuse"
     )
-    parser.add_argument("--kill-pid", action="append", default=[], help="PID or PID:STARTTIME")
     parser.add_argument("--remove", action="append", default=[], help="path to remove")
     parser.add_argument("--signal", default=str(int(signal.SIGTERM)), help="first signal")
     parser.add_argument("--grace", type=float, default=5.0)
@@ -310,58 +361,21 @@ def _main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="commands on stdin; EOF means the owner is gone",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def _main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    # Our own session keeps a terminal's signals away; these must not end us either.
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
     first = int(args.signal) if args.signal.isdigit() else signal.Signals[args.signal].value
     owner_started = args.owner_started or start_time(args.owner)
-    pids: dict[int, str | None] = {}
-    for spec in args.kill_pid:
-        pid, _, started = spec.partition(":")
-        pids[int(pid)] = started or start_time(int(pid))
-    paths: list[str] = list(args.remove)
-
-    state = {"buffer": b"", "cancelled": False}
-
-    def handle(chunk: bytes) -> None:
-        *lines, state["buffer"] = (state["buffer"] + chunk).split(b"\n")
-        for raw in lines:
-            command, _, rest = raw.decode().strip().partition(" ")
-            if command == "cancel":
-                state["cancelled"] = True
-            elif command == "kill":
-                pid, _, started = rest.partition(" ")
-                pids[int(pid)] = started or None
-            elif command == "forget":
-                pids.pop(int(rest), None)
-            elif command == "remove":
-                paths.append(rest)
-
-    stdin_fd = sys.stdin.fileno() if args.stdin_control else None
-    eof = False
-    while not eof and alive(args.owner, owner_started):
-        if stdin_fd is None:
-            time.sleep(POLL_INTERVAL)
-            continue
-        ready, _, _ = select.select([stdin_fd], [], [], POLL_INTERVAL)
-        if ready:
-            chunk = os.read(stdin_fd, 65536)
-            eof = not chunk  # EOF: the owner closed the pipe (exited, or asked for a reap)
-            handle(chunk)
-        if state["cancelled"]:
-            return 0
-    # The owner is gone: commands it wrote just before dying may still be in the pipe.
-    drain_until = time.monotonic() + 1.0
-    while stdin_fd is not None and not eof and time.monotonic() < drain_until:
-        ready, _, _ = select.select([stdin_fd], [], [], 0.05)
-        if ready:
-            chunk = os.read(stdin_fd, 65536)
-            eof = not chunk
-            handle(chunk)
-    if state["cancelled"]:
-        return 0
-    reap(pids, paths, first, args.grace, exclude=[args.owner])
+    orders = _Orders(args.remove)
+    fd = sys.stdin.fileno() if args.stdin_control else None
+    _follow_owner(fd, orders, args.owner, owner_started)
+    if not orders.cancelled:
+        reap(orders.pids, orders.paths, first, args.grace, exclude=[args.owner])
     return 0
 
 
