@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -89,10 +91,8 @@ def test_backend_pids_excludes_the_caller(postgres) -> None:
     with postgres.connect() as mine:
         pid = mine.info.backend_pid
         assert pid in postgres.backend_pids()
-    deadline = time.monotonic() + 5  # the backend exits shortly after the client leaves
-    while pid in postgres.backend_pids() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert pid not in postgres.backend_pids()
+    # The backend exits shortly after its client leaves.
+    assert _wait_until(lambda: pid not in postgres.backend_pids(), EXIT_TIMEOUT)
 
 
 def test_create_role_then_set_role(postgres) -> None:
@@ -186,14 +186,26 @@ def test_terminate_backends_spares_excluded(private_postgres) -> None:
     keep, *victims = [private_postgres.connect() for _ in range(3)]
     count = private_postgres.terminate_backends(exclude_pids=[keep.info.backend_pid])
     assert count == 2
+    # Checked while ``keep`` is open: after it closes, its backend lingers for a moment.
+    assert private_postgres.backend_pids() == {keep.info.backend_pid}
     assert all(_dead(c) for c in victims)
     assert not _dead(keep)
-    assert private_postgres.backend_pids() == set()
+
+
+def _close_and_wait(conns: list[psycopg.Connection]) -> None:
+    """Close ``conns`` and wait until their backends have exited and freed their slots.
+
+    Closing only asks the backend to go; it frees its connection slot as it exits.
+    """
+    pids = [conn.info.backend_pid for conn in conns if not conn.closed]
+    for conn in conns:
+        conn.close()
+    assert _wait_until(lambda: not any(reaper.alive(pid) for pid in pids), EXIT_TIMEOUT)
 
 
 @pytest.mark.restarts_server
 def test_set_max_connections_takes_effect(private_postgres) -> None:
-    private_postgres.set_max_connections(5)
+    private_postgres.set_max_connections(5)  # returns with no connection of its own left
     conns = []
     try:
         for _ in range(5):  # a superuser may use the reserved slots too
@@ -202,8 +214,7 @@ def test_set_max_connections_takes_effect(private_postgres) -> None:
         with pytest.raises(psycopg.OperationalError, match="too many clients"):
             private_postgres.connect()
     finally:
-        for conn in conns:
-            conn.close()
+        _close_and_wait(conns)
     with pytest.raises(ValueError):
         private_postgres.set_max_connections(2)
 
@@ -263,7 +274,8 @@ CHILD_MODE_TESTS = """
     import pytest
 
     def test_shared(postgres):
-        assert postgres.backend_pids() is not None
+        with postgres.connect() as conn:  # the external server answers, and sees us
+            assert conn.info.backend_pid in postgres.backend_pids()
 
     def test_private(private_postgres):
         pass
@@ -302,22 +314,49 @@ def test_docker_mode_skips_cleanly_without_an_engine(tmp_path) -> None:
 
 # --- cleanup on every exit path ----------------------------------------------------
 
+#: How the owner (a child process with a server) ends, by ``how`` -> its expected exit status.
+OWNER_ENDINGS = {
+    "close": 0,
+    "exit": 0,
+    "sigint": -signal.SIGINT,
+    "sigterm": -signal.SIGTERM,
+    "sigkill": -signal.SIGKILL,
+    "sigkill-reaper-only": -signal.SIGKILL,
+}
+#: Endings that run the owner's own cleanup (close, atexit, the SIGTERM handler): it is
+#: complete when the owner has exited. After a SIGKILL only the watchdog can clean up.
+SELF_CLEANING = {"close", "exit", "sigint", "sigterm"}
+#: Bounds on waiting for an outcome: they stop a hang, they never decide a pass. Starting a
+#: server (initdb included) on a loaded 2-core machine takes seconds; the reaper's own worst
+#: case is its grace (5 s) plus two 5 s waits for stragglers.
+READY_TIMEOUT = 180.0
+EXIT_TIMEOUT = 120.0
+
 CHILD_SERVER = """
-import json, sys, time
+import json, signal, sys
+from chaos import reaper
 from chaos.postgres import PostgresServer
 
 how = sys.argv[1]
+# Behave like an interactive program whatever the launcher left us: a background job of a
+# non-interactive shell (`tox &`, nohup, many CI runners) inherits SIGINT ignored, and Python
+# then never raises KeyboardInterrupt, so the owner would not die of the test's SIGINT at all.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the harness installs its cleanup on SIG_DFL only
 server = PostgresServer(parent_death_signal=(how != "sigkill-reaper-only"))
 server.start()
 conn = server.connect()  # a live client backend too
-print(json.dumps({"base": str(server.base_dir), "pid": server.pid,
-                  "backend": conn.info.backend_pid}), flush=True)
+watchdog = server.watchdog_pid
+ready = {"base": str(server.base_dir), "pid": server.pid, "backend": conn.info.backend_pid,
+         "watchdog": watchdog, "watchdog_started": reaper.start_time(watchdog)}
+print(json.dumps(ready), flush=True)  # the parent acts only on this line: all is in place
 if how == "close":
     server.close()
     sys.exit(0)
 if how == "exit":
     sys.exit(0)  # no close(): atexit must do it
-time.sleep(300)
+while True:
+    signal.pause()  # until the parent's signal ends us
 """
 
 
@@ -331,11 +370,49 @@ def _gone(info: dict) -> bool:
     )
 
 
+def _wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; return whether it held.
+
+    For waiting on an outcome that will come: ``timeout`` only bounds a hang.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def _read_ready_line(child: subprocess.Popen[str], timeout: float) -> dict:
+    """The child's readiness record (its first stdout line), or fail with its stderr."""
+    assert child.stdout is not None and child.stderr is not None
+    readable, _, _ = select.select([child.stdout], [], [], timeout)
+    line = child.stdout.readline() if readable else ""
+    if not line:
+        child.kill()
+        pytest.fail(f"the owner never became ready: {child.stderr.read()}")
+    return json.loads(line)
+
+
+def _end_owner(child: subprocess.Popen[str], how: str) -> int:
+    """Send the signal ``how`` names (if any) and wait for the owner to exit; its status."""
+    signals = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
+    if how.startswith("sigkill"):
+        child.send_signal(signal.SIGKILL)
+    elif how in signals:
+        child.send_signal(signals[how])
+    return child.wait(timeout=EXIT_TIMEOUT)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "how", ["close", "exit", "sigint", "sigterm", "sigkill", "sigkill-reaper-only"]
-)
+@pytest.mark.parametrize("how", list(OWNER_ENDINGS))
 def test_nothing_survives_the_owner(tmp_path, how) -> None:
+    """Whatever ends the owner, its server, backends, watchdog and directory go too.
+
+    Deterministic: the signal goes only after the child says it is ready, and the
+    check runs once, after the last actor that cleans up (the owner itself, or
+    after a SIGKILL its watchdog) has exited.
+    """
     script = tmp_path / "child.py"
     script.write_text(CHILD_SERVER)
     child = subprocess.Popen(
@@ -346,18 +423,15 @@ def test_nothing_survives_the_owner(tmp_path, how) -> None:
         text=True,
     )
     try:
-        line = child.stdout.readline()
-        assert line, child.stderr.read()
-        info = json.loads(line)
+        info = _read_ready_line(child, READY_TIMEOUT)
         assert Path(info["base"]).name.startswith("plain-pool-pg-")
-        assert reaper.alive(info["pid"])
-        if how.startswith("sig"):
-            signum = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}.get(how, signal.SIGKILL)
-            child.send_signal(signum)
-        child.wait(timeout=60)
-        deadline = time.monotonic() + 15
-        while not _gone(info) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert reaper.alive(info["pid"]) and reaper.alive(info["watchdog"])
+        status = _end_owner(child, how)
+        assert status == OWNER_ENDINGS[how], child.stderr.read()
+        watchdog = (info["watchdog"], info["watchdog_started"])
+        if how not in SELF_CLEANING:
+            assert _wait_until(lambda: not reaper.alive(*watchdog), EXIT_TIMEOUT), "watchdog hangs"
+        assert not reaper.alive(*watchdog)
         assert _gone(info), (info, reaper.processes_in([info["base"]]))
     finally:
         if child.poll() is None:
