@@ -1,8 +1,10 @@
-"""User SQL that dirties a session: one kind for every item of the session fingerprint.
+"""What a request leaves on a session: one kind for every item of the session fingerprint.
 
 Each kind is a frozen dataclass whose repr is valid Python (``SetGuc('work_mem',
 '8MB')``), so a failing program Hypothesis prints pastes into a regression
-test. :meth:`Dirt.apply` runs the SQL through a :class:`~chaos.targets.base.TargetRequest`.
+test. :meth:`Dirt.apply` runs the SQL through the request's
+:class:`~chaos.targets.base.Session`; :class:`ClientAttr` changes the client
+side of its psycopg connection instead (``Session.set_client_attr``).
 
 None of these blocks another session: the advisory lock is a ``try`` lock,
 names are fixed and created with ``IF NOT EXISTS``-style guards where
@@ -14,7 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from psycopg import IsolationLevel
+import psycopg
+from psycopg import IsolationLevel, rows
+from psycopg.types.string import TextLoader
 
 #: A zone never used as a TIME_ZONE setting, so a leak of it is told apart
 #: from a stale configured zone.
@@ -128,21 +132,76 @@ class HoldCursor(Dirt):
 
 
 @dataclass(frozen=True)
+class PendingNotification(Dirt):
+    """A notification received and never consumed: psycopg keeps it for ``conn.notifies()``."""
+
+    kind: ClassVar[str] = "pending_notification"
+    channel: str = "chaos_notify"
+
+    def statements(self) -> list[str]:
+        # Delivered to the session itself at commit (at once in autocommit).
+        return [f"LISTEN {self.channel}", f"NOTIFY {self.channel}, 'left behind'"]
+
+
+def ignore_notice(diagnostic: psycopg.errors.Diagnostic) -> None:
+    """A notice handler a request adds and never removes."""
+
+
+def ignore_notify(notify: psycopg.Notify) -> None:
+    """A notify handler a request adds and never removes."""
+
+
+class ChaosCursor(psycopg.ClientCursor):  # type: ignore[type-arg]
+    """A request's own cursor class (client-side binding, so every query still runs)."""
+
+
+class ChaosServerCursor(psycopg.ServerCursor):  # type: ignore[type-arg]
+    """A request's own server-side cursor class."""
+
+
+#: Client-side values by the name a ClientAttr prints (so its repr is valid Python).
+CLIENT_VALUES: dict[str, dict[str, Any]] = {
+    "row_factory": {"dict_row": rows.dict_row},
+    "cursor_factory": {"ChaosCursor": ChaosCursor},
+    "server_cursor_factory": {"ChaosServerCursor": ChaosServerCursor},
+    "notice_handler": {"ignore_notice": ignore_notice},
+    "notify_handler": {"ignore_notify": ignore_notify},
+    # int4 values come back as str: the next user's SELECT 1 would return '1'.
+    "loader": {"int4_as_text": ("int4", TextLoader)},
+}
+
+
+@dataclass(frozen=True)
 class ClientAttr(Dirt):
-    """A client-side attribute of the psycopg connection (no SQL is sent)."""
+    """Client-side state of the psycopg connection (no SQL is sent).
+
+    ``attr`` is a connection attribute to set (``autocommit``,
+    ``isolation_level``, ``read_only``, ``deferrable``, ``prepare_threshold``,
+    ``prepared_max``, ``row_factory``, ``cursor_factory``,
+    ``server_cursor_factory``), or ``notice_handler`` / ``notify_handler``
+    (a handler is added) or ``loader`` (a loader is registered on
+    ``conn.adapters``): see the targets' ``set_client_attr``. Values that are
+    not literals are given by name (``IsolationLevel`` members, and
+    :data:`CLIENT_VALUES`).
+    """
 
     kind: ClassVar[str] = "client_attr"
     attr: str
-    value: Any  # isolation levels by name ("SERIALIZABLE"), so the repr is valid Python
+    value: Any
 
     def statements(self) -> list[str]:
         return []
 
-    def apply(self, request: Any) -> None:
+    def resolved(self) -> Any:
         value = self.value
         if self.attr == "isolation_level" and isinstance(value, str):
-            value = IsolationLevel[value]
-        request.set_client_attr(self.attr, value)
+            return IsolationLevel[value]
+        if self.attr in CLIENT_VALUES:
+            return CLIENT_VALUES[self.attr][value]
+        return value
+
+    def apply(self, request: Any) -> None:
+        request.set_client_attr(self.attr, self.resolved())
 
 
 DIRT: tuple[Dirt, ...] = (
@@ -160,4 +219,13 @@ DIRT: tuple[Dirt, ...] = (
     ClientAttr("read_only", True),
     ClientAttr("deferrable", True),
     ClientAttr("autocommit", False),
+    ClientAttr("prepare_threshold", 0),
+    ClientAttr("prepared_max", 1),
+    ClientAttr("row_factory", "dict_row"),
+    ClientAttr("cursor_factory", "ChaosCursor"),
+    ClientAttr("server_cursor_factory", "ChaosServerCursor"),
+    ClientAttr("notice_handler", "ignore_notice"),
+    ClientAttr("notify_handler", "ignore_notify"),
+    ClientAttr("loader", "int4_as_text"),
+    PendingNotification(),
 )

@@ -114,8 +114,15 @@ class PlainPoolSession(Session):
             return cur.fetchall() if cur.description is not None else []
 
     def set_client_attr(self, name: str, value: Any) -> None:
+        """Set ``conn.<name>``; ``notice_handler`` / ``notify_handler`` add a handler and
+        ``loader`` registers a ``(type name, loader class)`` on ``conn.adapters``."""
         conn = self.db.ensure_connection()
-        setattr(conn, name, value)
+        if name in ("notice_handler", "notify_handler"):
+            getattr(conn, f"add_{name}")(value)
+        elif name == "loader":
+            conn.adapters.register_loader(*value)
+        else:
+            setattr(conn, name, value)
         if name == "autocommit":
             self.db.autocommit = value  # what the wrapper believes, as Django's set_autocommit
 

@@ -26,6 +26,7 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from chaos.faults.network import Down, HalfOpen
+from chaos.machines.dirt import ClientAttr
 from chaos.hypothesis_profiles import budget
 from chaos.machines.errors import (
     DeadConnectionHandedOut,
@@ -90,6 +91,14 @@ class Canary:
 
 CANARIES = {
     "SessionLeak": Canary("NoResetOnReturn", SessionLeak, focus=("dirty_session",)),
+    # Client-side state: a reset that forgets only the notice handlers a request added.
+    # The explicit program: tests/properties/test_client_state_programs.py.
+    "SessionLeakNoticeHandlers": Canary(
+        "KeepsNoticeHandlers",
+        SessionLeak,
+        narrow=(("dirt", (ClientAttr("notice_handler", "ignore_notice"),)),),
+        focus=("dirty_session",),
+    ),
     "StaleTimezone": Canary(
         "PoolNotClosedOnTimezoneChange", StaleTimezone, focus=("change_settings",)
     ),
