@@ -229,6 +229,25 @@ def test_update_to_a_busy_port_leaves_the_proxy_disabled_there(api, pname):
     assert (info["enabled"], info["listen"]) == (True, busy)
 
 
+def test_reset_past_a_proxy_that_cannot_listen_resets_the_others(api, pname, embedded_only):
+    """Deviation: the real server stops at the failing proxy (others, in map order, may not
+    be reset); the embedded one resets every other proxy, then answers the 500."""
+    stuck, other = pname(), pname()
+    create(api, stuck)
+    create(api, other, enabled=False)
+    api.add_toxic(other, "latency", attributes={"latency": 5})
+    api.add_toxic(stuck, "noop", name="kept")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert api.request("PATCH", f"/proxies/{stuck}", {"listen": busy}).status == 500
+        assert api.request("POST", "/reset").status == 500
+        proxies = api.proxies()
+    assert proxies[other]["enabled"] and proxies[other]["toxics"] == []
+    assert [t["name"] for t in proxies[stuck]["toxics"]] == ["kept"]  # as the real server
+
+
 def test_proxy_not_found(api):
     for method in ("GET", "DELETE"):
         assert error_of(api.request(method, "/proxies/absent")) == (404, "proxy not found")

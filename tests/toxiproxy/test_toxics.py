@@ -252,6 +252,18 @@ def test_reset_peer_once_triggered_on_an_open_connection_survives_removal(echo_p
         assert time.monotonic() - start >= 0.38
 
 
+def test_reset_peer_removal_does_not_wait_for_the_close(echo_proxy, embedded_only):
+    """Deviation: the real server's DELETE blocks until the triggered close; here it returns."""
+    name = echo_proxy.add_toxic("reset_peer", stream="upstream", timeout=1000)
+    with connect(echo_proxy.address) as sock:
+        sock.sendall(b"boom")
+        time.sleep(0.1)
+        start = time.monotonic()
+        echo_proxy.remove_toxic(name)
+        assert time.monotonic() - start < 0.5
+        assert close_kind(sock) == "reset"
+
+
 def sliced_reads(tcp_server_factory, tcp_proxy_factory, payload: bytes, **attrs: int):
     """(read sizes, seconds from first to last read) of ``payload`` sent in one chunk."""
     server = tcp_server_factory(source(payload, then_wait=1.5))
