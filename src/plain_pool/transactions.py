@@ -4,9 +4,10 @@ Why its own module: the outermost block is a transaction, nested blocks are
 savepoints, an exception rolls back to the right level and marks
 ``needs_rollback`` when it cannot (a block without savepoint). A close inside
 a block must not let the rest of the block run on a fresh connection outside
-any transaction (bug class 4): the wrapper refuses to reconnect, and a block
-that exits normally after such a close raises instead of pretending it
-committed (stricter than Django, which only refuses the reconnect).
+any transaction (the statements before the close rolled back, the ones after
+it autocommitted): the wrapper refuses to reconnect, and a block that exits
+normally after such a close raises instead of pretending it committed
+(stricter than Django, which only refuses the reconnect).
 """
 
 from __future__ import annotations
@@ -117,5 +118,6 @@ class Atomic(contextlib.ContextDecorator):
             raise TransactionManagementError(
                 "the connection was closed inside atomic(): the transaction was rolled back"
             )
-        if exc_type is None and not db.in_atomic_block and db.needs_rollback:
-            db.needs_rollback = False
+        # A block that joined a transaction opened with set_autocommit(False) and
+        # could not roll back its own work (no savepoint) leaves needs_rollback set:
+        # the transaction is the caller's to roll back, as in Django's Atomic.__exit__.
