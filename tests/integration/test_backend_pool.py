@@ -249,12 +249,20 @@ def test_canary_configuration(variant, pooled):
 
 # -- lifetime, exhaustion, cursors ------------------------------------------------
 def test_max_lifetime_replaces_on_return(pooled):
-    settings = {**pooled, "POSTGRES_POOL": {"min_size": 1, "max_size": 1, "max_lifetime": 0.5}}
+    # psycopg_pool expires a connection 95-100 % of max_lifetime after opening it: 2 s keeps
+    # "still young" true through two checkouts on a stalled machine (1.9 s of slack).
+    lifetime = 2.0
+    settings = {
+        **pooled,
+        "POSTGRES_POOL": {"min_size": 1, "max_size": 1, "max_lifetime": lifetime},
+    }
     db = DatabaseWrapper(settings, alias="lifetime")
     first = db.ensure_connection().info.backend_pid
     db.close()
     assert db.ensure_connection().info.backend_pid == first  # still young
-    time.sleep(0.6)  # expires while checked out: applied on return, never at getconn
+    # Opened before the first checkout, so expired after this: applied on return, never
+    # at getconn.
+    time.sleep(lifetime)
     assert db.connection.info.backend_pid == first
     db.close()
     assert db.ensure_connection().info.backend_pid != first
@@ -262,7 +270,9 @@ def test_max_lifetime_replaces_on_return(pooled):
 
 
 def test_pool_exhaustion_times_out(pooled):
-    timeout = 0.5
+    """PoolTimeout after ``timeout``: not before, and not after a second one (the slack of
+    up to one more ``timeout`` is for two noisy shared cores)."""
+    timeout = 1.0
     settings = {**pooled, "POSTGRES_POOL": {"min_size": 1, "max_size": 1, "timeout": timeout}}
     holder = DatabaseWrapper(settings, alias="exhaust")
     waiter = DatabaseWrapper(settings, alias="exhaust")
@@ -273,7 +283,7 @@ def test_pool_exhaustion_times_out(pooled):
         with pytest.raises(PoolTimeout):
             DatabaseWrapper(waiter.settings, alias="exhaust").ensure_connection()
         elapsed = time.monotonic() - t0
-        assert timeout <= elapsed < timeout + 0.5
+        assert timeout <= elapsed < 2 * timeout, elapsed
     holder.close()
 
 
@@ -324,6 +334,22 @@ def test_non_pooled_persistent_connections(pooled):
 
 
 # -- fork -----------------------------------------------------------------------------
+def wait_settled(pool: Any, checked_out: int, timeout: float = 30.0) -> None:
+    """Wait until every connection the pool is opening is open and idle.
+
+    The fork then happens with idle pooled connections in the parent (what the child
+    must not reuse) and no pool thread in the middle of opening one. ``timeout`` only
+    bounds a hang.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = pool.get_stats()
+        if stats["pool_size"] <= stats["pool_available"] + checked_out:
+            return
+        assert time.monotonic() < deadline, f"pool never settled: {stats}"
+        time.sleep(0.01)
+
+
 def fork_problems(wrapper_class, settings) -> list[str]:
     problems = []
     db = wrapper_class(settings, alias="fork")
@@ -338,7 +364,7 @@ def fork_problems(wrapper_class, settings) -> list[str]:
     t = threading.Thread(target=hold)
     t.start()
     t.join()
-    time.sleep(0.3)  # let the pool fill its idle connections
+    wait_settled(db.pool, checked_out=2)
     child = os.fork()
     if child == 0:  # pragma: no cover - child
         code = 0

@@ -1,4 +1,8 @@
-"""No session state reaches the next checkout (spec section 2), with canaries.
+"""No session state reaches the next checkout, with canaries.
+
+A pooled connection is shared by callers one after another: whatever one
+caller changed in the session (SET, SET ROLE, temp tables, prepared
+statements, advisory locks, LISTEN...) would otherwise leak to the next.
 
 Each kind of session state is left on a pooled connection; the next checkout
 must fingerprint exactly like a freshly configured connection. The check
