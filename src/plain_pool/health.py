@@ -9,7 +9,10 @@ in this loop instead:
 1. ``getconn(timeout=remaining)``;
 2. run the check (the user's ``check`` if given, else
    ``ConnectionPool.check_connection``);
-3. on failure: close the connection and ``putconn`` it (the pool discards
+3. on failure - the check raised ANY ``Exception``, not only ``psycopg.Error``
+   (a user check is arbitrary code: ValueError, RuntimeError, ...), or a user
+   check returned but left the connection closed, broken or in a transaction
+   (:func:`verified`) - close the connection and ``putconn`` it (the pool discards
    it and schedules a replacement); unless the last drain already covered
    this connection, ``drain()`` the pool - one dead pooled connection means every
    idle connection from before the failure is suspect, and connections
@@ -138,12 +141,40 @@ def drain_for(entry: PoolEntry, conn: psycopg.Connection) -> bool:
     return True
 
 
+def require_usable(conn: psycopg.Connection) -> None:
+    """Raise unless ``conn`` is open and idle (what a check that returned must leave)."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the check left the connection closed")
+    status = conn.pgconn.transaction_status
+    if status != pq.TransactionStatus.IDLE:
+        name = pq.TransactionStatus(status).name
+        raise psycopg.OperationalError(f"the check left the connection not idle ({name})")
+
+
+def verified(check: Callable[[psycopg.Connection], Any]) -> Callable[[psycopg.Connection], None]:
+    """``check``, then :func:`require_usable`: a user check that closed the connection
+    (or left a transaction open) and returned normally has failed it - handing the
+    connection out would fail the caller's first query instead."""
+
+    def verified_check(conn: psycopg.Connection) -> None:
+        check(conn)
+        require_usable(conn)
+
+    return verified_check
+
+
 def checkout(
     entry: PoolEntry,
     check: Callable[[psycopg.Connection], Any] | None,
     timeout: float | None = None,
+    *,
+    failures: tuple[type[BaseException], ...] = (Exception,),
 ) -> psycopg.Connection:
-    """Get a connection from ``entry.pool`` that passed ``check`` (if any)."""
+    """Get a connection from ``entry.pool`` that passed ``check`` (if any).
+
+    ``failures``: what a failing check may raise for its connection to be
+    discarded and the checkout retried (anything else propagates).
+    """
     from psycopg_pool import PoolTimeout  # lazily: plain_pool imports without psycopg_pool
 
     pool = entry.pool
@@ -165,7 +196,7 @@ def checkout(
                 check_connection(conn, min(remaining, HEALTH_CHECK_TIMEOUT))
             else:
                 check(conn)
-        except Exception as exc:
+        except failures as exc:
             entry.counters["checks_failed"] += 1
             logger.info("pooled connection failed its check: %s", exc)
             discard(entry, conn)

@@ -72,6 +72,9 @@ class DatabaseWrapper:
     #: Reset strategy on return: "discard_all" (default) or "keep_prepared"
     #: (deadpool-style, keeps psycopg's prepared statements).
     reset_strategy: ClassVar[str] = "discard_all"
+    #: What a failing health check may raise for the connection to be discarded and the
+    #: checkout retried: any Exception - a user ``check`` is arbitrary code.
+    check_failures: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
 
     def __init__(
         self,
@@ -206,8 +209,12 @@ class DatabaseWrapper:
         return None
 
     def _checkout_check(self) -> Callable[[psycopg.Connection], Any] | None:
-        """The check our checkout loop runs (see health.py)."""
-        return self._health_check()
+        """The check our checkout loop runs (see health.py); a user check is
+        :func:`~plain_pool.health.verified` (it must leave the connection usable)."""
+        check = self._health_check()
+        if check is None or check is health.check_connection:
+            return check
+        return health.verified(check)
 
     def _pool_check_callback(self) -> Callable[[psycopg.Connection], Any] | None:
         """psycopg_pool's own ``check``: None, our loop runs the check instead."""
@@ -274,7 +281,7 @@ class DatabaseWrapper:
         return entry.pool if entry is not None else None
 
     def _checkout(self, entry: pools.PoolEntry) -> psycopg.Connection:
-        return health.checkout(entry, self._checkout_check())
+        return health.checkout(entry, self._checkout_check(), failures=self.check_failures)
 
     def _get_pooled_connection(self) -> tuple[pools.PoolEntry, psycopg.Connection]:
         from psycopg_pool import PoolClosed
