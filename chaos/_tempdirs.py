@@ -13,28 +13,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from chaos.reaper import processes_in
-
-__all__ = ["make_temp_dir", "processes_in", "run_id", "run_temp_dirs", "temp_prefix"]
+__all__ = ["BASE_PREFIX", "RUN_ID_ENV", "make_temp_dir", "run_temp_dirs"]
 
 RUN_ID_ENV = "PLAIN_POOL_RUN_ID"
 BASE_PREFIX = "plain-pool-"
 
 
-def run_id() -> str | None:
-    return os.environ.get(RUN_ID_ENV) or None
-
-
-def temp_prefix(component: str, run: str | None = None) -> str:
-    run = run if run is not None else run_id()
+def _prefix(component: str) -> str:
+    """``plain-pool-<component>-<run id>-``, or without the run id outside a pytest run."""
+    run = os.environ.get(RUN_ID_ENV)
     return f"{BASE_PREFIX}{component}-" + (f"{run}-" if run else "")
 
 
 def make_temp_dir(component: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=temp_prefix(component)))
+    """A new temp dir named so that the end-of-run check can tell it is this run's."""
+    return Path(tempfile.mkdtemp(prefix=_prefix(component)))
 
 
-def run_temp_dirs(run: str, root: str | None = None) -> list[Path]:
+def run_temp_dirs(run: str) -> list[Path]:
     """Directories of run ``run`` (any component) still present in the temp dir."""
-    root_path = Path(root or tempfile.gettempdir())
-    return sorted(root_path.glob(f"{BASE_PREFIX}*-{run}-*"))
+    return sorted(Path(tempfile.gettempdir()).glob(f"{BASE_PREFIX}*-{run}-*"))
