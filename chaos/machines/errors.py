@@ -101,3 +101,22 @@ ALL_VIOLATIONS: tuple[type[InvariantViolation], ...] = (
     SlowReturn,
     ReconfigurationHang,
 )
+
+
+class OrphanedSessions(InvariantViolation):
+    """After settling, the server holds more of the target's sessions than its live pools can.
+
+    A pool replaced on reconfiguration (zone change, ``close_pool``) that is
+    forgotten but not closed keeps its idle sessions and worker threads.
+    """
+
+
+class CheckFailureRaised(InvariantViolation):
+    """A failing user ``check`` reached the caller instead of the connection being discarded."""
+
+
+class FailedCheckHandedOut(InvariantViolation):
+    """A connection that failed the user ``check`` was handed out (again)."""
+
+
+ALL_VIOLATIONS = (*ALL_VIOLATIONS, OrphanedSessions, CheckFailureRaised, FailedCheckHandedOut)

@@ -72,6 +72,21 @@ class TargetOptions:
     server_side_binding: bool = False
     #: A broken backend for the canaries: a name in plain_pool.variants.VARIANTS, or a class.
     variant: str | type | None = None
+    #: A factory of the user's pool ``check`` (POSTGRES_POOL["check"]), called once per
+    #: target as ``user_check(identify=...)`` (``identify(conn)`` -> the connection's
+    #: :class:`Backend`), so every machine run gets a check with a state of its own.
+    user_check: Callable[..., Any] | None = None
+
+
+@dataclass(frozen=True)
+class SessionCapacity:
+    """What a target's live pools and requests may hold on the server, and its parts."""
+
+    #: Upper bound of the target's sessions: registered pools' sizes + connections held
+    #: by requests from pools no longer registered.
+    sessions: int
+    #: Human-readable parts, for the violation message.
+    detail: str
 
 
 class RequestThread:
@@ -258,6 +273,21 @@ class Target(abc.ABC):
 
     #: Identifies what expected fingerprints depend on (server, options), for caching.
     cache_key: Any = None
+
+    #: The application_name of every session the target's pools open (unique per target,
+    #: so pg_stat_activity tells them apart from admin and other tests' sessions); None if
+    #: the target cannot tell its sessions apart.
+    application_name: str | None = None
+
+    #: The installed user check (made by ``TargetOptions.user_check``), or None.
+    user_check: Any = None
+
+    def session_capacity(self) -> SessionCapacity | None:
+        """How many server sessions the target's live pools and requests may hold now.
+
+        None: the target cannot tell (the orphaned-sessions invariant is skipped).
+        """
+        return None
 
     @abc.abstractmethod
     def open_request(self, number: int) -> TargetRequest: ...

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import time
+import uuid
 import weakref
 from typing import Any
 
@@ -27,6 +29,7 @@ from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
     Session,
+    SessionCapacity,
     StepTimeout,
     Target,
     TargetOptions,
@@ -55,9 +58,13 @@ def settings_dict(
     settings: SettingsValue,
     *,
     pooled: bool = True,
+    application_name: str | None = None,
+    user_check: Any = None,
 ) -> dict[str, Any]:
     """The plain_pool settings for a machine run (chaos-safe connect options)."""
     pg_options: dict[str, Any] = dict(CHAOS_TIMEOUTS.connect_kwargs())
+    if application_name:
+        pg_options["application_name"] = application_name
     if settings.role:
         pg_options["assume_role"] = settings.role
     if options.prepare_threshold is not None:
@@ -83,6 +90,8 @@ def settings_dict(
             "max_idle": options.max_idle,
             "reconnect_timeout": options.reconnect_timeout,
         }
+        if user_check is not None:
+            result["POSTGRES_POOL"]["check"] = user_check
     return result
 
 
@@ -92,6 +101,9 @@ class PlainPoolSession(Session):
     def __init__(self, handler: ConnectionHandler, alias: str) -> None:
         self.handler = handler
         self.alias = alias
+        #: This thread's wrapper, for the target to see what the request holds (from the
+        #: machine's thread, between calls: handler[alias] there is another wrapper).
+        self.wrapper = handler[alias]
         handler.request_started()
 
     @property
@@ -177,6 +189,16 @@ class PlainPoolTarget(Target):
             else VARIANTS[variant]
         )
         self.alias = f"chaos{next(_aliases)}"
+        # Unique per target across xdist workers sharing a server (aliases repeat there).
+        self.application_name = f"{self.alias}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.user_check = (
+            options.user_check(identify=lambda conn: _backend(conn)[0])
+            if options.user_check is not None
+            else None
+        )
+        #: Every pool entry this target saw (registered at the time): close() closes those
+        #: still open, even ones a broken variant forgot without closing.
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
         self.settings = settings or SettingsValue()
         self.handler = ConnectionHandler(
             {self.alias: self._settings_dict(self.settings)}, wrapper_class=self.wrapper_class
@@ -199,7 +221,14 @@ class PlainPoolTarget(Target):
 
     def _settings_dict(self, settings: SettingsValue, *, pooled: bool = True) -> dict[str, Any]:
         return settings_dict(
-            self.host, self.port, self.server, self.options, settings, pooled=pooled
+            self.host,
+            self.port,
+            self.server,
+            self.options,
+            settings,
+            pooled=pooled,
+            application_name=self.application_name,
+            user_check=self.user_check,
         )
 
     # -- requests ------------------------------------------------------------
@@ -232,7 +261,42 @@ class PlainPoolTarget(Target):
     def _current_entry(self) -> Any:
         # The key DatabaseWrapper._pool_key() computes, without making a wrapper.
         key = (self.wrapper_class, self.alias, self.handler.settings(self.alias).identity())
-        return pools.current(key)
+        entry = pools.current(key)
+        if entry is not None:
+            self._seen.add(entry)
+        return entry
+
+    def session_capacity(self) -> SessionCapacity:
+        """Registered open pools' sizes plus connections requests hold from other pools.
+
+        A pool's ``pool_size`` counts its connections checked out too, so a held
+        connection adds one only when its pool is no longer registered (or closed).
+        Read from the machine's thread between steps (no request call running).
+        """
+        registered = [e for e in pools.entries() if e.key[1] == self.alias]
+        self._seen.update(registered)
+        live = [e for e in registered if not e.pool.closed]
+        sizes = {id(e): int(e.pool.get_stats().get("pool_size", 0)) for e in live}
+        held = 0
+        for request in self.requests:
+            wrapper = getattr(request.session, "wrapper", None)
+            conn = getattr(wrapper, "connection", None)
+            if conn is None or conn.closed:
+                continue
+            entry = getattr(wrapper, "_conn_entry", None)
+            if entry is None or not any(entry is e for e in live):
+                held += 1
+        forgotten = [
+            e for e in list(self._seen) if not e.pool.closed and not any(e is r for r in registered)
+        ]
+        parts = [f"registered pool {id(e.pool):#x} size {sizes[id(e)]}" for e in live]
+        parts.append(f"{held} connection(s) held by requests from unregistered pools")
+        parts += [
+            f"unregistered OPEN pool {id(e.pool):#x} size "
+            f"{e.pool.get_stats().get('pool_size', '?')} (zone {e.zone})"
+            for e in forgotten
+        ]
+        return SessionCapacity(sum(sizes.values()) + held, "; ".join(parts))
 
     # -- pool maintenance ----------------------------------------------------
     def close_pool(self, bound: float) -> None:
@@ -275,3 +339,7 @@ class PlainPoolTarget(Target):
             self.control.call(self.handler.close_all, 5.0)
         self.control.stop(1.0)
         pools.close_matching(lambda e: e.key[1] == self.alias, timeout=2.0)
+        for entry in list(self._seen):  # a forgotten pool nobody closed (a broken variant)
+            if not entry.pool.closed:
+                with contextlib.suppress(Exception):
+                    entry.pool.close(timeout=2.0)
