@@ -309,7 +309,9 @@ def test_docker_mode_skips_cleanly_without_an_engine(tmp_path) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "4 skipped" in out and "no Docker engine" in out, out
-    assert time.monotonic() - started < 30
+    # Skipped at once (a 1 s engine probe), not after a client's connection retries: the
+    # bound leaves a loaded machine the time to start a child pytest several times over.
+    assert time.monotonic() - started < 60
 
 
 # --- cleanup on every exit path ----------------------------------------------------
@@ -361,6 +363,7 @@ while True:
 
 
 def _gone(info: dict) -> bool:
+    """Nothing of the owner's server remains: directory, postmaster, backend, any process in it."""
     base = Path(info["base"])
     return (
         not base.exists()
