@@ -43,6 +43,8 @@ def fault_class(name: str) -> type[Fault]:
         return CATALOGUE[key]
     except KeyError:
         known = ", ".join(sorted(CATALOGUE))
+        aliases = ", ".join(f"{a} -> {n}" for a, n in sorted(ALIASES.items()))
+        known += f" (aliases: {aliases})" if aliases else ""
         raise UnknownFault(f"unknown fault {name!r}; the catalogue has: {known}") from None
 
 

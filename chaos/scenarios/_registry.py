@@ -42,12 +42,17 @@ class RegistrationError(ValueError):
 class FaultStep:
     """One entry of a fault schedule.
 
-    ``at``: seconds after the workload started. ``fault``: a name the runner
-    knows (``restart``, ``crash``, ``terminate_backends``, ``stop``/``start``,
-    or any fault of :mod:`chaos.faults` such as ``latency``, ``down``,
-    ``reset_peer``, ``half_open``, ``slicer``). ``params``: its arguments.
-    ``hold``: heal it after this many seconds (``None``: a one-shot fault, or
-    healed when the schedule ends).
+    ``at``: seconds after the workload started. ``fault``: a name in the fault
+    catalogue (:mod:`chaos.faults.catalogue`, ``python -c "import chaos.faults as f;
+    print(f.describe())"``): the server faults ``restart_fast``,
+    ``restart_immediate``, ``crash``, ``terminate_backends``, ``outage`` (alias
+    ``stop``), the network faults ``latency``, ``bandwidth``, ``slow_close``,
+    ``half_open``, ``timed_close``, ``reset_peer``, ``slicer``, ``limit_data``,
+    ``down``, or one registered with ``chaos.faults.register``. ``params``: its
+    constructor arguments. ``hold``: heal it after this many seconds (``None``:
+    a one-shot fault, or healed when the schedule ends). Registration checks
+    the name, the arguments and that the scenario ``needs`` what the fault
+    acts on (``proxy`` for a network fault, ``private_postgres`` for a server one).
     """
 
     at: float
@@ -225,6 +230,27 @@ class ScenarioRegistry:
         return list(self._scenarios)
 
 
+def _fault_problems(where: str, step: FaultStep, needs: Any) -> list[str]:
+    """What would make the runner fail to apply ``step``: an unknown fault name (the
+    message lists the catalogue), bad arguments, or a resource the scenario lacks."""
+    from chaos.faults import FaultError, fault_class  # the catalogue, filled on import
+
+    try:
+        cls = fault_class(step.fault)
+    except FaultError as exc:
+        return [f"{where}: {exc}"]
+    try:
+        cls(**dict(step.params))
+    except (TypeError, ValueError, FaultError) as exc:
+        return [f"{where}: bad arguments for {step.fault!r} {dict(step.params)}: {exc}"]
+    needed = {"proxy": "proxy", "server": "private_postgres"}.get(cls.target_kind)
+    if needed is not None and needed not in set(needs or ()):
+        return [
+            f"{where}: {step.fault!r} acts on the {cls.target_kind}: needs must include {needed!r}"
+        ]
+    return []
+
+
 def validate(scenario: Any) -> list[str]:
     """Every problem with a scenario, as short phrases naming the field."""
     if not isinstance(scenario, Scenario):
@@ -245,11 +271,13 @@ def validate(scenario: Any) -> list[str]:
     for i, step in enumerate(steps):
         if not isinstance(step, FaultStep):
             problems.append(f"faults[{i}] is a {type(step).__name__}, not a FaultStep")
-        elif step.at < 0 or step.at > scenario.duration:
+            continue
+        if step.at < 0 or step.at > scenario.duration:
             problems.append(
                 f"faults[{i}] ({step.fault}) at {step.at}s is outside the duration "
                 f"{scenario.duration}s"
             )
+        problems.extend(_fault_problems(f"faults[{i}]", step, scenario.needs))
     unknown = set(scenario.needs) - RESOURCES
     if unknown:
         problems.append(
@@ -257,6 +285,18 @@ def validate(scenario: Any) -> list[str]:
         )
     if scenario.seeded and scenario.schedule_factory is None:
         problems.append("seeded scenarios need a schedule_factory(seed)")
+    elif scenario.schedule_factory is not None:
+        # Seeded schedules are drawn at run time; check one draw's faults now.
+        try:
+            drawn = list(scenario.schedule_factory(0))
+        except Exception as exc:
+            problems.append(f"schedule_factory(0) raised {type(exc).__name__}: {exc}")
+            drawn = []
+        for i, step in enumerate(drawn):
+            if isinstance(step, FaultStep):
+                problems.extend(_fault_problems(f"schedule(0)[{i}]", step, scenario.needs))
+            else:
+                problems.append(f"schedule(0)[{i}] is a {type(step).__name__}, not a FaultStep")
     if scenario.duration <= 0:
         problems.append(f"duration must be positive, got {scenario.duration}")
     if scenario.threads < 1:

@@ -34,6 +34,7 @@ def test_register_and_lookup():
         faults=[FaultStep(1.0, "latency", {"ms": 10}, hold=1)],
         workload=noop,
         expect=Expectations(),
+        needs=frozenset({"private_postgres", "proxy"}),
     )
     assert registry["my-scenario"] is s and "my-scenario" in registry and len(registry) == 1
     assert s.describe_faults() == "latency(ms=10)@1s for 1s"
@@ -73,6 +74,51 @@ def test_bad_fields_are_named(fields, message):
     base = {"name": "ok", "faults": (), "workload": noop, "expect": Expectations(), "duration": 3}
     with pytest.raises(RegistrationError, match=message):
         ScenarioRegistry().add(Scenario(**{**base, **fields}))
+
+
+@pytest.mark.parametrize(
+    ("step", "needs", "message"),
+    [
+        # the unknown name, then the catalogue it was looked up in
+        (FaultStep(1, "restart"), {"private_postgres"}, r"unknown fault 'restart'.*restart_fast"),
+        (FaultStep(1, "start"), {"private_postgres"}, r"unknown fault 'start'.*crash"),
+        (FaultStep(1, "latency", {"millis": 5}), {"proxy"}, r"bad arguments for 'latency'"),
+        (FaultStep(1, "latency", {"stream": "sideways"}), {"proxy"}, r"bad arguments"),
+        (FaultStep(1, "down"), {"private_postgres"}, r"'down' acts on the proxy.*'proxy'"),
+        (FaultStep(1, "crash"), {"postgres", "proxy"}, r"'crash' acts on the server"),
+    ],
+)
+def test_fault_steps_the_runner_could_not_apply_are_refused(step, needs, message):
+    """Caught at registration, not at run time as 'could not be applied'."""
+    with pytest.raises(RegistrationError, match=rf"faults\[0\]: {message}"):
+        ScenarioRegistry().register(
+            "bad-fault", faults=[step], workload=noop, expect=Expectations(), needs=frozenset(needs)
+        )
+
+
+def test_every_fault_step_that_the_runner_can_apply_is_accepted():
+    registry = ScenarioRegistry()
+    registry.register(
+        "good-faults",
+        faults=[FaultStep(0.5, "stop", hold=1), FaultStep(1, "latency", {"ms": 5}, hold=1)],
+        workload=noop,
+        expect=Expectations(),
+        needs=frozenset({"private_postgres", "proxy"}),
+    )
+    assert (
+        registry["good-faults"].describe_faults() == "stop()@0.5s for 1s; latency(ms=5)@1s for 1s"
+    )
+
+
+def test_seeded_schedules_are_checked_on_one_draw():
+    with pytest.raises(RegistrationError, match=r"schedule\(0\)\[0\]: unknown fault 'boom'"):
+        ScenarioRegistry().register(
+            "bad-seeded",
+            workload=noop,
+            expect=Expectations(),
+            seeded=True,
+            schedule_factory=lambda seed: [FaultStep(1, "boom")],
+        )
 
 
 def test_bad_expectation():
@@ -144,6 +190,45 @@ def pytest_plain_pool_scenarios(registry):
         expect=Expectations(sessions=False),
     )
 """
+
+
+BAD_FAULT_CONFTEST = """
+from chaos.scenarios import Expectations, FaultStep
+
+
+def pytest_plain_pool_scenarios(registry):
+    registry.register(
+        "typo-fault", workload=lambda ctx: None, expect=Expectations(),
+        faults=[FaultStep(0.5, "restart_fats")],
+    )
+"""
+
+
+def _child_pytest(project: Path, *args: str, pythonpath: list[Path]) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [REPO / "src", REPO, *pythonpath]))}
+    command = [sys.executable, "-m", "pytest", *child_pytest_args(), "-p", "no:cacheprovider"]
+    proc = subprocess.run(
+        [*command, "-q", "-o", "addopts=", "--rootdir", str(project), *args, str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+
+
+def test_unknown_fault_fails_at_collection(tmp_path):
+    """A child pytest run: a hook registering a misspelt fault stops at collection,
+    with an error naming the fault and the known ones - no server is started."""
+    (tmp_path / "conftest.py").write_text(BAD_FAULT_CONFTEST)
+    (tmp_path / "test_user.py").write_text(
+        "from tests.integration.scenarios.test_scenarios import test_scenario  # noqa: F401\n"
+    )
+    out = _child_pytest(tmp_path, "--collect-only", pythonpath=[])
+    assert not out.startswith("exit 0"), out
+    assert "unknown fault 'restart_fats'" in out, out
+    assert "restart_fast" in out.split("unknown fault 'restart_fats'", 1)[1], out
 
 
 def test_new_scenario_module_and_hook_are_discovered_and_run(tmp_path):
