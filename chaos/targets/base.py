@@ -26,13 +26,16 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chaos.machines.model import Backend, SettingsValue
+
+if TYPE_CHECKING:
+    from chaos.targets.forking import ChildReport
 
 T = TypeVar("T")
 
@@ -322,3 +325,22 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop every thread and close every pool and connection."""
+
+    # -- fork (optional: the fork rules skip a target that raises NotImplementedError) --------
+    def parent_sessions(self) -> dict[int, str]:
+        """Backend pids of the sessions this process holds (``"held"``) or pools (``"idle"``)."""
+        raise NotImplementedError
+
+    def ping_sessions(self, pids: Iterable[int], bound: float) -> dict[int, str]:
+        """Send each of those sessions an empty query (no state change, any transaction
+        status), bounded; return the pids that did not answer, with why."""
+        raise NotImplementedError
+
+    def fork_child(
+        self, work: str, ending: str, bound: float, parent_pids: frozenset[int]
+    ) -> ChildReport:
+        """Fork from a control thread; the child does ``work`` (one of
+        :data:`chaos.targets.forking.CHILD_WORKS`) with what it inherited, ends as
+        ``ending`` says and reports; the parent waits at most ``bound`` (+ a grace) and
+        reaps it. ``parent_pids``: the parent's sessions (the child reports using one)."""
+        raise NotImplementedError

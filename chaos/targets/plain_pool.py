@@ -12,19 +12,23 @@ pool), configured for the same settings.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
+import selectors
 import time
 import uuid
 import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
 
 from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
+from chaos.targets import forking
 from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
@@ -39,6 +43,11 @@ from plain_pool import ConnectionHandler, DatabaseWrapper, pools
 from plain_pool.health import CREATED_AT
 
 _aliases = itertools.count(1)
+#: Bounds of the fork step's parts (seconds): one empty query; os.fork() in a control
+#: thread; how long past its own alarm the parent waits for a child before killing it.
+PING_TIMEOUT = 2.0
+FORK_CALL_BOUND = 5.0
+FORK_GRACE = 2.0
 #: First time a connection without the pool's creation stamp was seen (other targets).
 _first_seen: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
 
@@ -339,7 +348,162 @@ class PlainPoolTarget(Target):
             self.control.call(self.handler.close_all, 5.0)
         self.control.stop(1.0)
         pools.close_matching(lambda e: e.key[1] == self.alias, timeout=2.0)
+        forking.reap_all()  # a child whose fork_child call did not come back (timed out)
         for entry in list(self._seen):  # a forgotten pool nobody closed (a broken variant)
             if not entry.pool.closed:
                 with contextlib.suppress(Exception):
                     entry.pool.close(timeout=2.0)
+
+    # -- fork ------------------------------------------------------------------------
+    def _request_wrappers(self) -> list[DatabaseWrapper]:
+        """Each live request's wrapper (the handler's are thread-local: the session keeps
+        its thread's). From the machine's thread between steps: no call is running."""
+        return [
+            request.session.wrapper  # type: ignore[attr-defined]
+            for request in self.requests
+            if request.thread.alive and not request.thread.pending
+        ]
+
+    def _parent_connections(self) -> list[tuple[psycopg.Connection, str]]:
+        """This process's connections for the alias: held by a request's wrapper, or idle in
+        a registered pool (psycopg_pool's private ``_pool`` deque, read as pools.py does)."""
+        found: list[tuple[psycopg.Connection, str]] = []
+        for wrapper in self._request_wrappers():
+            conn = wrapper.connection
+            if conn is not None and not conn.closed:
+                found.append((conn, "held"))
+        for entry in pools.entries():
+            if entry.key[1] == self.alias and not entry.pool.closed:
+                found += [(conn, "idle") for conn in list(getattr(entry.pool, "_pool", ()))]
+        return found
+
+    def parent_sessions(self) -> dict[int, str]:
+        """Read from the machine's thread between steps (no request call is running)."""
+        sessions: dict[int, str] = {}
+        for conn, where in self._parent_connections():
+            with contextlib.suppress(psycopg.Error):
+                sessions.setdefault(conn.info.backend_pid, where)
+        return sessions
+
+    def ping_sessions(self, pids: Iterable[int], bound: float) -> dict[int, str]:
+        """From a control thread, on the connections themselves (their owners are idle)."""
+        wanted = set(pids)
+        connections = self._parent_connections()
+
+        def ping_all() -> dict[int, str]:
+            failed: dict[int, str] = {}
+            for conn, _ in connections:
+                try:
+                    pid = conn.info.backend_pid
+                except psycopg.Error:
+                    continue
+                if pid not in wanted:
+                    continue
+                wanted.discard(pid)
+                try:
+                    _ping(conn, PING_TIMEOUT)
+                except psycopg.Error as exc:
+                    failed[pid] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+            failed.update(dict.fromkeys(wanted, "no longer held or pooled"))
+            return failed
+
+        return self.control.call(ping_all, bound)
+
+    def fork_child(
+        self, work: str, ending: str, bound: float, parent_pids: frozenset[int]
+    ) -> forking.ChildReport:
+        children: list[forking.ForkedChild] = []
+        # Strong references the child inherits: the requests' wrappers (in the child, the
+        # other threads' thread-locals are gone), as an app keeping its connections would.
+        wrappers = self._request_wrappers()
+
+        def spawn() -> None:
+            children.append(
+                forking.fork(
+                    lambda report: self._child_work(work, ending, parent_pids, wrappers, report),
+                    bound=bound,
+                )
+            )
+
+        try:
+            try:
+                self.control.call(spawn, FORK_CALL_BOUND)
+            except StepTimeout:
+                self.control.settle(FORK_CALL_BOUND)  # os.fork() returns in ms: wait for it
+                if not children:
+                    raise
+            (child,) = children
+            child.wait(bound + FORK_GRACE)
+            return child.report(work, ending)
+        finally:
+            for child in children:
+                child.reap()
+
+    def _child_work(
+        self,
+        work: str,
+        ending: str,
+        parent_pids: frozenset[int],
+        wrappers: list[DatabaseWrapper],
+        report: dict[str, Any],
+    ) -> None:  # pragma: no cover - runs in the forked child
+        """In the child, where only the control thread exists: ``work`` through the handler,
+        the wrappers and the pools it inherited, the way an application would."""
+        handler, alias = self.handler, self.alias
+
+        def request(give_back: bool) -> None:
+            handler.request_started()
+            pid = handler[alias].cursor().execute("SELECT pg_backend_pid()").fetchone()[0]
+            report["backends"].append(pid)
+            if pid in parent_pids:
+                report["shared"].append(pid)
+            if give_back:
+                handler.request_finished()
+
+        if work in ("request", "close_all"):
+            request(give_back=True)
+        elif work == "no_cleanup":
+            request(give_back=False)
+        elif work == "close_pool":
+            handler[alias].close_pool()
+        else:
+            raise ValueError(f"unknown child work {work!r}")
+        if work == "close_all":  # the naive way: everything it can reach
+            handler.close_all()
+            for wrapper in wrappers:
+                wrapper.close()
+            handler.close_pools()
+        if ending == "gc":  # what a normal exit finalises: the registry's pools, the wrappers
+            for entry in pools.entries():
+                if entry.key[1] == alias:
+                    pools.forget(entry)
+            vars(handler._local).clear()
+            wrappers.clear()
+            gc.collect()
+        elif ending != "os_exit":
+            raise ValueError(f"unknown child ending {ending!r}")
+
+
+def _ping(conn: psycopg.Connection, timeout: float) -> None:
+    """An empty query at the libpq level with a deadline, as plain_pool.health's
+    check_connection does, but in any transaction status: no BEGIN, no state change."""
+    pgconn = conn.pgconn
+    if pgconn.status != ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed or broken")
+    deadline = time.monotonic() + timeout
+    pgconn.send_query(b"")
+    with selectors.DefaultSelector() as selector:
+        selector.register(pgconn.socket, selectors.EVENT_READ)
+        while pgconn.flush() != 0:
+            pass
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise psycopg.OperationalError(f"no answer to an empty query within {timeout}s")
+    while (result := pgconn.get_result()) is not None:
+        if result.status != ExecStatus.EMPTY_QUERY:
+            message = (result.error_message or b"").decode(errors="replace").strip()
+            raise psycopg.OperationalError(f"empty query failed: {message}")
