@@ -120,3 +120,14 @@ class FailedCheckHandedOut(InvariantViolation):
 
 
 ALL_VIOLATIONS = (*ALL_VIOLATIONS, OrphanedSessions, CheckFailureRaised, FailedCheckHandedOut)
+
+
+class ChildTouchedParentSessions(InvariantViolation):
+    """A forked child's use of what it inherited reached a session of its parent's.
+
+    Closing an inherited psycopg connection in a child sends Terminate on the socket the
+    parent still uses (its session ends); using one runs the child's statements in it.
+    """
+
+
+ALL_VIOLATIONS = (*ALL_VIOLATIONS, ChildTouchedParentSessions)
