@@ -29,6 +29,7 @@ from chaos.faults.network import Down, HalfOpen
 from chaos.machines.dirt import ClientAttr
 from chaos.hypothesis_profiles import budget
 from chaos.machines.errors import (
+    ChildTouchedParentSessions,
     DeadConnectionHandedOut,
     DoubleCheckout,
     InvariantViolation,
@@ -41,6 +42,7 @@ from chaos.machines.errors import (
     UnconfiguredConnection,
     WrongPool,
 )
+from chaos.machines.fork_rules import ForkRules
 from chaos.machines.pool_machine import (
     LifetimeRules,
     MachineEnv,
@@ -140,6 +142,11 @@ CANARIES = {
         focus=("repeat_query",),
     ),
     "PoolOutOfBounds": Canary(IgnoresMaxSize, PoolOutOfBounds),
+    # No fork detection: a child uses the parent's pool, whose idle connections are the
+    # parent's sessions. The explicit programs: tests/properties/test_fork_programs.py.
+    "ChildTouchedParentSessions": Canary(
+        "SharedAcrossFork", ChildTouchedParentSessions, mixins=(ForkRules,), focus=("fork_child",)
+    ),
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings
 
 from chaos.hypothesis_profiles import budget
+from chaos.machines.fork_rules import ForkRules
 from chaos.machines.pool_machine import (
     LifetimeRules,
     NetworkFaults,
@@ -37,8 +38,10 @@ def _budget(length: str) -> dict:
 
 @pytest.mark.parametrize("length", LENGTHS)
 def test_sessions_and_network_faults(machine_env, run_machine, length):
-    """Requests, session dirt, settings changes, pool maintenance, proxy faults."""
+    """Requests, session dirt, settings changes, pool maintenance, proxy faults, forked
+    children (they must never touch the parent's sessions)."""
     mixins = (NetworkFaults,) if machine_env.proxy is not None else ()
+    mixins = (*mixins, ForkRules)
     machine = machine_for(machine_env, *mixins, name="PoolMachine")
     run_machine(machine, **_budget(length))
 
