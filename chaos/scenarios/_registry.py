@@ -8,6 +8,7 @@ tests whose ids are the scenario names.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class Expectations:
 Workload = Callable[["ScenarioContext"], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Scenario:
     """A named, deterministic fault scenario.
 
@@ -132,6 +133,16 @@ class Scenario:
     seeded: bool = False
     schedule_factory: Callable[[int], Sequence[FaultStep]] | None = None
     origin: str = ""
+
+    def __repr__(self) -> str:
+        """Every field, with secrets (a password in ``settings``) masked: pytest prints
+        the parametrized scenario among a failing test's locals."""
+        from plain_pool._redact import safe_repr
+
+        fields = ", ".join(
+            f"{f.name}={safe_repr(getattr(self, f.name))}" for f in dataclasses.fields(self)
+        )
+        return f"Scenario({fields})"
 
     def schedule(self, seed: int | None = None) -> list[FaultStep]:
         """The concrete fault schedule (drawn from ``seed`` for seeded scenarios)."""

@@ -15,6 +15,10 @@ duration, heals everything, then checks the contract:
   out a dead connection, a PoolTimeout) counts against the contract;
 - the write ledger and the sessions left in ``pg_stat_activity``.
 
+A result never prints a password: :meth:`ScenarioResult.as_dict` and
+:meth:`~ScenarioResult.explain` mask the settings' secrets and any URL or
+``password=`` they find (``plain_pool._redact``), and its repr is short.
+
 A watchdog bounds the workload: threads still blocked after the scenario
 are reported (the half-open hazard) and abandoned as daemons, never joined
 forever.
@@ -37,6 +41,7 @@ import psycopg
 
 from chaos.ledger import Ledger, LedgerTable, LedgerVerdict, check_sessions
 from chaos.scenarios._registry import FaultStep, Scenario
+from plain_pool._redact import redact, redact_data, secrets_of
 
 #: How long the recovery probe keeps trying after a fault ends.
 PROBE_DEADLINE_S = 20.0
@@ -222,9 +227,9 @@ class ScenarioContext:
                 self._wrappers[0].close_pool()
 
 
-@dataclass
+@dataclass(repr=False)
 class ScenarioResult:
-    """Everything the report needs; ``as_dict()`` is JSON-friendly."""
+    """Everything the report needs; ``as_dict()`` is JSON-friendly (and free of secrets)."""
 
     name: str
     faults: str
@@ -243,6 +248,12 @@ class ScenarioResult:
     hung_threads: int = 0
     ports: list[int] = field(default_factory=list)
     fault_journal: str = ""
+    #: Passwords of the settings the scenario ran with: masked in everything printed.
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        # Short on purpose: pytest prints it in assertion explanations.
+        return f"<ScenarioResult {self.name} {self.verdict}>"
 
     @property
     def errors(self) -> list[Op]:
@@ -274,6 +285,9 @@ class ScenarioResult:
                 events.append(
                     {"t": round(w.ended_at - self.t0, 4), "kind": "heal", "label": "healed"}
                 )
+        return redact_data(self._as_dict(ops, kinds, events), self.secrets)
+
+    def _as_dict(self, ops: list[Op], kinds: Counter, events: list[dict]) -> dict[str, Any]:
         return {
             "name": self.name,
             "faults": self.faults,
@@ -324,7 +338,7 @@ class ScenarioResult:
         lines += [f"  error x{n}: {e}" for e, n in errors.most_common(5)]
         if self.fault_journal:
             lines.append("  fault journal:\n" + self.fault_journal)
-        return "\n".join(lines)
+        return redact("\n".join(lines), self.secrets)
 
 
 class ScenarioRunner:
@@ -484,6 +498,7 @@ class ScenarioRunner:
             hung_threads=len(hung),
             ports=[p for p in (getattr(self.server, "port", None),) if p],
             fault_journal=self.nemesis.schedule.format() if self.nemesis else "",
+            secrets=tuple(secrets_of(self.db_settings)),
         )
         ctx.close()
         judge(result, scenario, self.pool_max_size())
@@ -590,14 +605,10 @@ class ScenarioRunner:
         return verdict, sessions
 
 
-#: Scenario servers are crash-safe: the test cluster's default synchronous_commit=off
-#: acknowledges commits before their WAL is flushed, and the ledger (rightly) reports
-#: those writes lost after an immediate restart or a crash.
-DURABLE = {"synchronous_commit": "on"}
-
-
 def server_kwargs(scenario: Scenario) -> dict[str, Any]:
-    return {"settings": {**DURABLE, **scenario.server_settings}}
+    """A private server's settings: the scenario's, over the harness's crash-safe
+    defaults (chaos.postgres.BASE_SETTINGS keeps synchronous_commit on)."""
+    return {"settings": dict(scenario.server_settings)}
 
 
 def build_settings(scenario: Scenario, server: Any, host: str, port: int) -> dict[str, Any]:

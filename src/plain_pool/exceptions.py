@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import psycopg
 
+from plain_pool._redact import redact
+
 
 class ImproperlyConfigured(Exception):
     """A setting is missing, unknown, of the wrong type or inconsistent.
 
     The message always names the offending key (and value when useful), so a
-    user can fix the configuration without reading the backend's source.
+    user can fix the configuration without reading the backend's source. A
+    password in it (a URL's, a ``password=...``) is masked, whoever raised it.
     """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class TransactionManagementError(psycopg.ProgrammingError):
@@ -29,8 +35,8 @@ class ConnectionClosedInAtomicBlock(psycopg.InterfaceError):
     """The connection was closed inside ``atomic()``; no silent reconnect.
 
     Reconnecting would run the rest of the "transaction" outside any
-    transaction (bug class 4), so every later use inside the block fails
-    until the outermost block exits.
+    transaction (its first statements rolled back, the rest autocommitted), so
+    every later use inside the block fails until the outermost block exits.
     """
 
 

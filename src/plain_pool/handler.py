@@ -8,7 +8,8 @@ share the same pool. The handler owns one ``SettingsRef`` per alias and a
 
 ``request_started`` / ``request_finished`` only give back this thread's
 connections (``close_if_unusable_or_obsolete``); they never close a pool,
-which other threads are using (bug class 8).
+which other threads are using: closing it at one request's end would break
+every other thread's checkout in flight.
 """
 
 from __future__ import annotations

@@ -4,16 +4,19 @@ Why a module of its own: the pool dict is user input handed to a third-party
 constructor. A typo (``max_szie``) or a wrong type (``timeout="5"``) would
 otherwise surface as a ``TypeError`` deep inside the first request, or not at
 all; here it is an ``ImproperlyConfigured`` naming the key at settings time.
-The user's dict is copied, never mutated (bug class 11).
+The user's dict is copied, never mutated, and a user ``check`` is accepted
+(Django #37075: a ``check`` in the pool options raised ``TypeError``, and the
+fix had to stop mutating the user's settings).
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from plain_pool._redact import safe_repr
 from plain_pool.exceptions import ImproperlyConfigured
 
 INSTALL_HINT = "install psycopg[pool] (or psycopg-pool)"
@@ -89,7 +92,7 @@ def validate_pool_options(value: Any) -> Mapping[str, Any] | None:
     if not isinstance(value, Mapping):
         raise ImproperlyConfigured(
             f"POSTGRES_POOL must be False, True or a dict of ConnectionPool options, "
-            f"got {type(value).__name__}: {value!r}"
+            f"got {type(value).__name__}: {safe_repr(value)}"
         )
     options: dict[str, Any] = {}
     for key, item in value.items():
@@ -105,7 +108,8 @@ def validate_pool_options(value: Any) -> Mapping[str, Any] | None:
         kind = KNOWN_OPTIONS[key]
         if not _type_ok(kind, item):
             raise ImproperlyConfigured(
-                f"POSTGRES_POOL[{key!r}] must be a {kind}, got {type(item).__name__}: {item!r}"
+                f"POSTGRES_POOL[{key!r}] must be a {kind}, "
+                f"got {type(item).__name__}: {safe_repr(item, key=key)}"
             )
         options[key] = item
     _check_values(options)
@@ -135,10 +139,3 @@ def _check_values(options: dict[str, Any]) -> None:
         raise ImproperlyConfigured(
             f"POSTGRES_POOL['max_waiting'] cannot be negative: {options['max_waiting']!r}"
         )
-
-
-def user_check(options: Mapping[str, Any] | None) -> Callable[[Any], None] | None:
-    """The user's ``check`` callback, which wins over the default (Django #37075)."""
-    if not options:
-        return None
-    return options.get("check")

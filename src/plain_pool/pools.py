@@ -5,20 +5,23 @@ share one pool per database alias (a pool per thread would multiply the
 connections). The first creator wins (``dict.setdefault`` under a lock);
 the pool object is remembered by each connection's wrapper so a connection
 always goes back to ITS pool, even after the registry moved on to a new one
-(bug class 3).
+(psycopg_pool's ``putconn`` refuses a connection from another pool with
+``ValueError``, and a pool that accepted it would hand out a session made for
+other settings).
 
 Keys are ``(wrapper class, alias, settings identity)``: two wrapper classes
 never share a pool because the pool's configure callback is bound to the
 creating wrapper (a subclass override must be honoured, Django #35688), and
 two servers behind the same alias (tests!) never share one either. The time
 zone is NOT part of the key: a zone change is handled by closing and
-forgetting the pool (bug class 2).
+forgetting the pool, whose idle sessions have the old zone in their startup
+options (see ``DatabaseSettings._compute_identity``).
 
-Fork safety (bug class 7): a child must never use its parent's pool or
-connections. Dropping or closing an inherited psycopg connection in the
-child runs ``PQfinish``, which sends a Terminate message over the socket
-the parent still uses - killing the parent's session. So in the child we
-first ``dup2`` ``/dev/null`` onto every reachable inherited socket (the fd
+Fork safety: a child (a pre-forking server's worker, multiprocessing) must
+never use its parent's pool or connections. Dropping or closing an inherited
+psycopg connection in the child runs ``PQfinish``, which sends a Terminate
+message over the socket the parent still uses - killing the parent's session.
+So in the child we first ``dup2`` ``/dev/null`` onto every reachable inherited socket (the fd
 number stays occupied, a later ``PQfinish`` writes into /dev/null), then
 close those connections and forget the parent's pools. Reachable means the
 pools' idle connections and every wrapper's connection: a ``before fork``
@@ -35,7 +38,7 @@ import os
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,10 +204,6 @@ def _forget_inherited() -> None:
 def _check_pid() -> None:
     if _pid != os.getpid():
         _forget_inherited()
-
-
-def iter_wrappers() -> Iterator[Any]:
-    return iter(list(_wrappers))
 
 
 os.register_at_fork(

@@ -2,8 +2,11 @@
 
 Why: every bad input must fail at startup with an ``ImproperlyConfigured``
 naming the key, not as an obscure error on the first request; and the
-user's dicts are copied, never mutated (bug class 11: Django mutated
-OPTIONS and a user ``check`` collided with the default one).
+user's dicts are copied, never mutated (Django #37075: a user ``check`` in
+the pool options collided with Django's own, and the fix had to copy the
+options so as not to mutate the user's settings). No message or repr shows a
+password (:mod:`plain_pool._redact`): values are echoed through ``safe_repr``
+and URLs through ``mask_url``.
 
 Two inputs: a dict of ``POSTGRES_*`` keys (``from_dict``) or a
 ``postgres://`` URL (``from_url``) whose query parameters map to the same keys.
@@ -11,17 +14,19 @@ Two inputs: a dict of ``POSTGRES_*`` keys (``from_dict``) or a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import numbers
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import psycopg.pq
 
+from plain_pool._redact import Secret, is_secret_key, mask_url, redact, safe_repr, secrets_of
 from plain_pool.exceptions import ImproperlyConfigured
 from plain_pool.pool_options import KNOWN_OPTIONS, validate_pool_options
 
@@ -72,12 +77,26 @@ _RESERVED_LIBPQ = {
 }
 
 
+def _shown(value: Any, key: object = None) -> str:
+    """``type: repr`` of a bad value for a message, secrets masked."""
+    return f"{type(value).__name__}: {safe_repr(value, key=key)}"
+
+
+@contextlib.contextmanager
+def _masking(secrets: Iterable[str]) -> Iterator[None]:
+    """Mask known secrets in an ImproperlyConfigured raised inside (a password typed
+    into another key, TIME_ZONE say, is echoed by that key's message otherwise)."""
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
+        raise
+
+
 def _bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ImproperlyConfigured(
-        f"{key} must be True or False, got {type(value).__name__}: {value!r}"
-    )
+    raise ImproperlyConfigured(f"{key} must be True or False, got {_shown(value, key)}")
 
 
 def _parse_bool_text(key: str, text: str) -> bool:
@@ -86,7 +105,7 @@ def _parse_bool_text(key: str, text: str) -> bool:
         return True
     if low in ("0", "false", "no", "off", "f", "n"):
         return False
-    raise ImproperlyConfigured(f"{key} must be a boolean, got {text!r}")
+    raise ImproperlyConfigured(f"{key} must be a boolean, got {safe_repr(text)}")
 
 
 def _parse_number_text(key: str, text: str, *, allow_none: bool = False) -> Any:
@@ -98,15 +117,16 @@ def _parse_number_text(key: str, text: str, *, allow_none: bool = False) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise ImproperlyConfigured(f"{key} must be a number, got {text!r}") from None
+            raise ImproperlyConfigured(f"{key} must be a number, got {safe_repr(text)}") from None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class DatabaseSettings:
     """Validated connection and pool settings for one database alias.
 
     Build it with :meth:`from_dict` or :meth:`from_url`; the constructor does
-    no validation of its own. Mappings are read-only copies.
+    no validation of its own. Mappings are read-only copies. The repr never
+    shows the password, nor a secret libpq option such as ``sslpassword``.
     """
 
     host: str
@@ -142,14 +162,19 @@ class DatabaseSettings:
         if isinstance(value, Mapping):
             return cls.from_dict(value)
         raise ImproperlyConfigured(
-            f"database settings must be a dict, a URL or DatabaseSettings, got {value!r}"
+            f"database settings must be a dict, a URL or DatabaseSettings, got {_shown(value)}"
         )
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any]) -> DatabaseSettings:
         """Validate a dict of POSTGRES_* keys (plus TIME_ZONE / USE_TZ)."""
         if not isinstance(settings, Mapping):
-            raise ImproperlyConfigured(f"database settings must be a dict, got {settings!r}")
+            raise ImproperlyConfigured(f"database settings must be a dict, got {_shown(settings)}")
+        with _masking(secrets_of(settings)):
+            return cls._from_dict(settings)
+
+    @classmethod
+    def _from_dict(cls, settings: Mapping[str, Any]) -> DatabaseSettings:
         unknown = sorted(set(settings) - set(SETTING_KEYS))
         if unknown:
             raise ImproperlyConfigured(
@@ -161,18 +186,20 @@ class DatabaseSettings:
         database = s["POSTGRES_DATABASE"]
         if not isinstance(database, str) or not database:
             raise ImproperlyConfigured(
-                f"POSTGRES_DATABASE is required and must be a non-empty str, got {database!r}"
+                f"POSTGRES_DATABASE is required and must be a non-empty str, got {_shown(database)}"
             )
         for key in ("POSTGRES_HOST", "POSTGRES_USER", "POSTGRES_PASSWORD"):
             if not isinstance(s[key], str):
-                raise ImproperlyConfigured(f"{key} must be a str, got {s[key]!r}")
+                raise ImproperlyConfigured(f"{key} must be a str, got {_shown(s[key], key)}")
         port = s["POSTGRES_PORT"]
         if isinstance(port, str) and port.strip().isdigit():
             port = int(port)
         if port in ("", None):
             port = None
         elif isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ImproperlyConfigured(f"POSTGRES_PORT must be an int in 1..65535, got {port!r}")
+            raise ImproperlyConfigured(
+                f"POSTGRES_PORT must be an int in 1..65535, got {_shown(port)}"
+            )
 
         options, assume_role, prepare_threshold, server_side_binding = cls._options(
             s["POSTGRES_OPTIONS"]
@@ -184,7 +211,7 @@ class DatabaseSettings:
             isinstance(max_age, bool) or not isinstance(max_age, numbers.Real) or max_age < 0
         ):
             raise ImproperlyConfigured(
-                f"POSTGRES_CONN_MAX_AGE must be None or a number >= 0, got {max_age!r}"
+                f"POSTGRES_CONN_MAX_AGE must be None or a number >= 0, got {_shown(max_age)}"
             )
         if pool is not None and max_age != 0:
             raise ImproperlyConfigured(
@@ -198,12 +225,14 @@ class DatabaseSettings:
         use_tz = _bool("USE_TZ", s["USE_TZ"])
         time_zone = s["TIME_ZONE"]
         if not isinstance(time_zone, str) or not time_zone:
-            raise ImproperlyConfigured(f"TIME_ZONE must be a non-empty str, got {time_zone!r}")
+            raise ImproperlyConfigured(
+                f"TIME_ZONE must be a non-empty str, got {_shown(time_zone)}"
+            )
         try:
             zoneinfo.ZoneInfo(time_zone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ImproperlyConfigured(
-                f"TIME_ZONE {time_zone!r} is not a known time zone ({exc})"
+                f"TIME_ZONE {safe_repr(time_zone)} is not a known time zone"
             ) from None
 
         return cls(
@@ -230,22 +259,26 @@ class DatabaseSettings:
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            raise ImproperlyConfigured(f"POSTGRES_OPTIONS must be a dict, got {value!r}")
+            raise ImproperlyConfigured(f"POSTGRES_OPTIONS must be a dict, got {_shown(value)}")
         options: dict[str, Any] = {}
         assume_role = None
         prepare_threshold = None
         server_side_binding = False
         for key, item in value.items():
-            name = f"POSTGRES_OPTIONS[{key!r}]"
+            name = f"POSTGRES_OPTIONS[{safe_repr(key)}]"
             if key == "assume_role":
                 if item is not None and (not isinstance(item, str) or not item):
-                    raise ImproperlyConfigured(f"{name} must be a non-empty str, got {item!r}")
+                    raise ImproperlyConfigured(
+                        f"{name} must be a non-empty str, got {_shown(item)}"
+                    )
                 assume_role = item
             elif key == "prepare_threshold":
                 if item is not None and (
                     isinstance(item, bool) or not isinstance(item, int) or item < 0
                 ):
-                    raise ImproperlyConfigured(f"{name} must be None or an int >= 0, got {item!r}")
+                    raise ImproperlyConfigured(
+                        f"{name} must be None or an int >= 0, got {_shown(item)}"
+                    )
                 prepare_threshold = item
             elif key == "server_side_binding":
                 server_side_binding = _bool(name, item)
@@ -256,7 +289,9 @@ class DatabaseSettings:
                     f"{name} is not a libpq connection option nor one of {SPECIAL_OPTIONS}"
                 )
             elif not isinstance(item, str | int | float) or isinstance(item, bool):
-                raise ImproperlyConfigured(f"{name} must be a str or a number, got {item!r}")
+                raise ImproperlyConfigured(
+                    f"{name} must be a str or a number, got {_shown(item, key)}"
+                )
             else:
                 options[key] = item
         return options, assume_role, prepare_threshold, server_side_binding
@@ -272,18 +307,35 @@ class DatabaseSettings:
         ``connect_timeout``, ...). ``extra`` are POSTGRES_* keys that win over the URL.
         """
         if not isinstance(url, str):
-            raise ImproperlyConfigured(f"database URL must be a str, got {url!r}")
-        parts = urlsplit(url)
+            raise ImproperlyConfigured(f"database URL must be a str, got {_shown(url)}")
+        try:
+            parts = urlsplit(url)
+            hostname = parts.hostname
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+            raise ImproperlyConfigured(
+                f"database URL is malformed ({exc}): {mask_url(url)!r}"
+            ) from None
+        password = parts.password or ""
+        with _masking([password, unquote(password), *secrets_of(extra)]):
+            return cls._from_url_parts(url, parts, hostname, extra)
+
+    @classmethod
+    def _from_url_parts(
+        cls, url: str, parts: SplitResult, hostname: str | None, extra: Mapping[str, Any]
+    ) -> DatabaseSettings:
         if parts.scheme not in ("postgres", "postgresql"):
             raise ImproperlyConfigured(
-                f"database URL scheme must be postgres:// or postgresql://, got {parts.scheme!r}"
+                "database URL scheme must be postgres:// or postgresql://, "
+                f"got {safe_repr(parts.scheme)}"
             )
         try:
             port = parts.port
         except ValueError:
-            raise ImproperlyConfigured(f"database URL has an invalid port: {url!r}") from None
+            raise ImproperlyConfigured(
+                f"database URL has an invalid port: {mask_url(url)!r}"
+            ) from None
         settings: dict[str, Any] = {
-            "POSTGRES_HOST": unquote(parts.hostname or ""),
+            "POSTGRES_HOST": unquote(hostname or ""),
             "POSTGRES_PORT": port,
             "POSTGRES_DATABASE": unquote(parts.path.lstrip("/")),
             "POSTGRES_USER": unquote(parts.username or ""),
@@ -293,7 +345,7 @@ class DatabaseSettings:
         pool: dict[str, Any] = {}
         pool_flag: bool | None = None
         for name, text in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-            key = f"URL parameter {name!r}"
+            key = f"URL parameter {safe_repr(name)}"
             if name == "pool":
                 pool_flag = _parse_bool_text(key, text)
             elif name.startswith(_URL_POOL_PREFIX) and name[len(_URL_POOL_PREFIX) :] in (
@@ -320,6 +372,11 @@ class DatabaseSettings:
                 options["server_side_binding"] = _parse_bool_text(key, text)
             elif name in LIBPQ_KEYWORDS and name not in _RESERVED_LIBPQ:
                 options[name] = text
+            elif name in _RESERVED_LIBPQ:
+                raise ImproperlyConfigured(
+                    f"{key} cannot be given as a query parameter: "
+                    "give it in the URL itself, before the '?'"
+                )
             else:
                 raise ImproperlyConfigured(
                     f"{key} is not a libpq option nor a plain_pool parameter"
@@ -332,6 +389,14 @@ class DatabaseSettings:
             settings["POSTGRES_OPTIONS"] = options
         settings.update(extra)
         return cls.from_dict(settings)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={safe_repr(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)
+            if f.repr
+        )
+        return f"{type(self).__name__}({shown})"
 
     # -- derived values -----------------------------------------------
     @property
@@ -364,8 +429,11 @@ class DatabaseSettings:
 
         Health checks are left out too (they run in the checkout loop, not in
         the pool). The zone is deliberately left out: a zone change must be handled by
-        ``ensure_timezone()`` closing and forgetting the pool (bug class 2),
-        not hidden by a new registry key.
+        ``ensure_timezone()`` closing and forgetting the pool, whose idle
+        sessions carry the old zone in their startup options, not hidden by a
+        new registry key (which would leave the old pool and its sessions open).
+        Secrets are wrapped in :class:`~plain_pool._redact.Secret`: the key is
+        part of the pool registry's entries, and must not print a password.
         """
         pool = tuple(sorted((k, repr(v)) for k, v in (self.pool or {}).items()))
         return (
@@ -373,8 +441,13 @@ class DatabaseSettings:
             self.port,
             self.database,
             self.user,
-            self.password,
-            tuple(sorted((k, str(v)) for k, v in self.options.items())),
+            Secret(self.password),
+            tuple(
+                sorted(
+                    (k, Secret(str(v)) if is_secret_key(k) else str(v))
+                    for k, v in self.options.items()
+                )
+            ),
             self.assume_role,
             self.prepare_threshold,
             self.server_side_binding,
