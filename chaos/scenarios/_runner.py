@@ -496,7 +496,12 @@ class ScenarioRunner:
             notes=ctx.notes,
             metrics=ctx.metrics,
             hung_threads=len(hung),
-            ports=[p for p in (getattr(self.server, "port", None),) if p],
+            # the leftovers check: only a server the harness owns must be gone at the end
+            ports=[
+                p
+                for p in (getattr(self.server, "port", None),)
+                if p and getattr(self.server, "mode", "owned") == "owned"
+            ],
             fault_journal=self.nemesis.schedule.format() if self.nemesis else "",
             secrets=tuple(secrets_of(self.db_settings)),
         )
