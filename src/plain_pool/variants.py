@@ -11,7 +11,7 @@ machines and scenarios can select them by name from :data:`VARIANTS`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 
@@ -146,3 +146,44 @@ class KeepsRowFactory(DatabaseWrapper):
 
 
 VARIANTS.update({cls.__name__: cls for cls in (KeepsNoticeHandlers, KeepsRowFactory)})
+
+
+class PoolForgottenNotClosed(DatabaseWrapper):
+    """A replaced pool (zone change, close_pool) is forgotten but never closed.
+
+    Its idle sessions and worker threads linger. The slip as it is usually
+    written: "connections may still be out of the old pool, so keep it (for
+    them to come back to) instead of closing it" - and nothing closes it
+    later. Kept referenced, as that list would: a pool nothing references is
+    finalised by CPython's refcounting (its workers stop, its idle connections
+    close), which would hide the leak until some reference keeps it alive.
+    """
+
+    retired: ClassVar[list[pools.PoolEntry]] = []
+
+    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
+        self._forget_pool(entry)
+        type(self).retired[:] = [e for e in type(self).retired if not e.pool.closed] + [entry]
+
+
+class CatchesOnlyPsycopgErrorsInCheck(DatabaseWrapper):
+    """Only psycopg.Error counts as a failed check: a user check raising ValueError (or any
+    other exception) reaches the caller, and its connection goes back to the pool."""
+
+    check_failures = (psycopg.Error,)
+
+
+class TrustsUserCheck(DatabaseWrapper):
+    """A user check that returns is trusted: one that closed the connection (and returned
+    normally) gets that closed connection handed to the caller."""
+
+    def _checkout_check(self) -> Any:
+        return self._health_check()
+
+
+VARIANTS.update(
+    {
+        cls.__name__: cls
+        for cls in (PoolForgottenNotClosed, CatchesOnlyPsycopgErrorsInCheck, TrustsUserCheck)
+    }
+)

@@ -26,14 +26,18 @@ from hypothesis import Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from chaos.faults.network import Down, HalfOpen
+from chaos.machines.check_rules import ScriptedCheck, UserCheckRules
 from chaos.machines.dirt import ClientAttr
 from chaos.hypothesis_profiles import budget
 from chaos.machines.errors import (
+    CheckFailureRaised,
     ChildTouchedParentSessions,
     DeadConnectionHandedOut,
     DoubleCheckout,
+    FailedCheckHandedOut,
     InvariantViolation,
     LifetimeNotEnforced,
+    OrphanedSessions,
     PhantomCommit,
     PoolOutOfBounds,
     PreparedStatementsBroken,
@@ -43,6 +47,7 @@ from chaos.machines.errors import (
     WrongPool,
 )
 from chaos.machines.fork_rules import ForkRules
+from chaos.machines.orphan_rules import OrphanRules
 from chaos.machines.pool_machine import (
     LifetimeRules,
     MachineEnv,
@@ -146,6 +151,33 @@ CANARIES = {
     # parent's sessions. The explicit programs: tests/properties/test_fork_programs.py.
     "ChildTouchedParentSessions": Canary(
         "SharedAcrossFork", ChildTouchedParentSessions, mixins=(ForkRules,), focus=("fork_child",)
+    ),
+    # A pool replaced on a zone change or close_pool, forgotten but not closed.
+    # The explicit programs: tests/properties/test_orphaned_sessions.py.
+    "OrphanedSessions": Canary(
+        "PoolForgottenNotClosed",
+        OrphanedSessions,
+        mixins=(OrphanRules,),
+        focus=("change_settings", "close_pool"),
+    ),
+    # A user check raising anything but psycopg.Error, and one closing the connection and
+    # returning. The explicit programs: tests/properties/test_user_check.py.
+    "CheckFailureRaised": Canary(
+        "CatchesOnlyPsycopgErrorsInCheck",
+        CheckFailureRaised,
+        mixins=(UserCheckRules,),
+        options=TargetOptions(max_size=1, timeout=0.5, user_check=ScriptedCheck),
+        # The failures this variant lets through (it handles psycopg errors and closing).
+        narrow=(("check_hows", ("value_error", "runtime_error", "close_and_raise")),),
+        focus=("fail_next_checks",),
+    ),
+    "FailedCheckHandedOut": Canary(
+        "TrustsUserCheck",
+        FailedCheckHandedOut,
+        mixins=(UserCheckRules,),
+        options=TargetOptions(max_size=1, timeout=0.5, user_check=ScriptedCheck),
+        narrow=(("check_hows", ("close_and_return",)),),
+        focus=("fail_next_checks",),
     ),
 }
 

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import settings
 
 from chaos.hypothesis_profiles import budget
+from chaos.machines.check_rules import ScriptedCheck, UserCheckRules
 from chaos.machines.fork_rules import ForkRules
+from chaos.machines.orphan_rules import OrphanRules
 from chaos.machines.pool_machine import (
     LifetimeRules,
     NetworkFaults,
@@ -40,7 +42,7 @@ def _budget(length: str) -> dict:
 def test_sessions_and_network_faults(machine_env, run_machine, length):
     """Requests, session dirt, settings changes, pool maintenance, proxy faults, forked
     children (they must never touch the parent's sessions)."""
-    mixins = (NetworkFaults,) if machine_env.proxy is not None else ()
+    mixins = (OrphanRules, NetworkFaults) if machine_env.proxy is not None else (OrphanRules,)
     mixins = (*mixins, ForkRules)
     machine = machine_for(machine_env, *mixins, name="PoolMachine")
     run_machine(machine, **_budget(length))
@@ -50,7 +52,9 @@ def test_sessions_and_network_faults(machine_env, run_machine, length):
 @pytest.mark.parametrize("length", LENGTHS)
 def test_server_faults(private_machine_env, run_machine, length):
     """The same with restarts (fast, immediate), crashes and terminated backends too."""
-    machine = machine_for(private_machine_env, NetworkFaults, ServerFaults, name="ServerMachine")
+    machine = machine_for(
+        private_machine_env, OrphanRules, NetworkFaults, ServerFaults, name="ServerMachine"
+    )
     run_machine(machine, **_budget(length))
 
 
@@ -58,7 +62,9 @@ def test_server_faults(private_machine_env, run_machine, length):
 def test_max_lifetime(machine_env, run_machine, length):
     """Connections returned after a short max_lifetime are never handed out again."""
     options = TargetOptions(max_lifetime=1.0)
-    machine = machine_for(machine_env, LifetimeRules, options=options, name="LifetimeMachine")
+    machine = machine_for(
+        machine_env, OrphanRules, LifetimeRules, options=options, name="LifetimeMachine"
+    )
     run_machine(machine, **_budget(length))
 
 
@@ -71,5 +77,20 @@ def test_prepared_statements_survive_the_reset(machine_env, run_machine, length,
     binding is on: plain_pool's default ClientCursor never prepares anything.
     """
     options = TargetOptions(prepare_threshold=threshold, server_side_binding=True)
-    machine = machine_for(machine_env, PreparedRules, options=options, name="PreparedMachine")
+    machine = machine_for(
+        machine_env, OrphanRules, PreparedRules, options=options, name="PreparedMachine"
+    )
+    run_machine(machine, **_budget(length))
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_user_check(machine_env, run_machine, length):
+    """A user ``check`` in POSTGRES_POOL that rules make fail (ValueError, RuntimeError, a
+    psycopg.Error, closing the connection...): checkouts discard and retry, never raise
+    the check's error, never hand its connection out; with proxy faults too."""
+    mixins = (NetworkFaults,) if machine_env.proxy is not None else ()
+    options = TargetOptions(user_check=ScriptedCheck)
+    machine = machine_for(
+        machine_env, UserCheckRules, OrphanRules, *mixins, options=options, name="UserCheckMachine"
+    )
     run_machine(machine, **_budget(length))
