@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,6 +354,8 @@ watchdog = server.watchdog_pid
 ready = {"base": str(server.base_dir), "pid": server.pid, "backend": conn.info.backend_pid,
          "watchdog": watchdog, "watchdog_started": reaper.start_time(watchdog)}
 print(json.dumps(ready), flush=True)  # the parent acts only on this line: all is in place
+if how in ("close", "exit"):
+    sys.stdin.readline()  # the parent's "go", once it has seen everything running
 if how == "close":
     server.close()
     sys.exit(0)
@@ -399,12 +402,19 @@ def _read_ready_line(child: subprocess.Popen[str], timeout: float) -> dict:
 
 
 def _end_owner(child: subprocess.Popen[str], how: str) -> int:
-    """Send the signal ``how`` names (if any) and wait for the owner to exit; its status."""
+    """Send the signal ``how`` names (else the "go" line) and wait for the owner to exit.
+
+    Returns its exit status.
+    """
     signals = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
     if how.startswith("sigkill"):
         child.send_signal(signal.SIGKILL)
     elif how in signals:
         child.send_signal(signals[how])
+    else:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     return child.wait(timeout=EXIT_TIMEOUT)
 
 
@@ -413,7 +423,8 @@ def _end_owner(child: subprocess.Popen[str], how: str) -> int:
 def test_nothing_survives_the_owner(tmp_path, how) -> None:
     """Whatever ends the owner, its server, backends, watchdog and directory go too.
 
-    Deterministic: the signal goes only after the child says it is ready, and the
+    Deterministic: the signal (or the "go" to close or exit) goes only after the
+    child says it is ready and the test has seen its processes running, and the
     check runs once, after the last actor that cleans up (the owner itself, or
     after a SIGKILL its watchdog) has exited.
     """
@@ -422,6 +433,7 @@ def test_nothing_survives_the_owner(tmp_path, how) -> None:
     child = subprocess.Popen(
         [sys.executable, str(script), how],
         env=CHILD_ENV,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -441,6 +453,84 @@ def test_nothing_survives_the_owner(tmp_path, how) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+WATCHED_CHILD = """
+import json, os, subprocess, sys, time
+from chaos import reaper
+from chaos._tempdirs import make_temp_dir
+
+how = sys.argv[1]
+directory = make_temp_dir("watched")
+victim = subprocess.Popen(["sleep", "600"], start_new_session=True)
+watch = reaper.watch(remove_paths=[directory], grace=1.0)
+watch.add_pid(victim.pid)
+keeper = None
+if how == "fork-keeps-pipe":
+    keeper = os.fork()
+    if keeper == 0:  # holds the pipe open after the owner dies; works in the directory
+        os.chdir(directory)
+        time.sleep(600)
+        os._exit(0)
+ready = {"directory": str(directory), "victim": victim.pid,
+         "victim_started": reaper.start_time(victim.pid), "keeper": keeper,
+         "watchdog": watch.pid, "watchdog_started": reaper.start_time(watch.pid)}
+print(json.dumps(ready), flush=True)
+if how == "cancel":
+    watch.cancel()
+    sys.exit(0)
+while True:
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("how", ["killed", "fork-keeps-pipe", "cancel"])
+def test_watchdog_alone(tmp_path, how) -> None:
+    """The watchdog kills and removes what it was told when the owner dies; nothing on cancel.
+
+    ``fork-keeps-pipe``: a forked child of the owner keeps the order pipe open, so no EOF
+    comes; the watchdog learns of the death from the owner's pid, reads whatever orders are
+    left in the pipe without waiting for more, and kills the fork too (it works in a
+    removed directory).
+    """
+    script = tmp_path / "watched.py"
+    script.write_text(WATCHED_CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), how],
+        env=CHILD_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    info: dict = {}
+    try:
+        info = _read_ready_line(child, READY_TIMEOUT)
+        victim = (info["victim"], info["victim_started"])
+        if how != "cancel":
+            child.send_signal(signal.SIGKILL)
+        child.wait(timeout=EXIT_TIMEOUT)
+        watchdog = (info["watchdog"], info["watchdog_started"])
+        assert _wait_until(lambda: not reaper.alive(*watchdog), EXIT_TIMEOUT), "watchdog hangs"
+        if how == "cancel":
+            assert reaper.alive(*victim) and Path(info["directory"]).is_dir()
+        else:
+            assert not reaper.alive(*victim) and not Path(info["directory"]).exists()
+            assert not (info["keeper"] and reaper.alive(info["keeper"]))
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        _clean_up_watched(info)
+
+
+def _clean_up_watched(info: dict) -> None:
+    """Remove what a watchdog test leaves when the watchdog did not (a cancel, a failure)."""
+    targets = [(info.get("victim"), info.get("victim_started")), (info.get("keeper"), None)]
+    for pid, started in targets:
+        if pid and reaper.alive(pid, started):
+            os.kill(pid, signal.SIGKILL)
+    if info.get("directory"):
+        shutil.rmtree(info["directory"], ignore_errors=True)
 
 
 LEAKING_TEST = """
