@@ -1,7 +1,7 @@
 """The write ledger: proves no write was lost and none committed behind a caller's back.
 
 Workloads write unique ids inside transactions and record, for each id, what the
-caller was told (Jepsen's ok / fail / info):
+caller was told (Jepsen's ok / fail / info, :class:`chaos.faults.outcomes.Outcome`):
 
 - ``ok``: COMMIT returned; the write must be in the table exactly once.
 - ``fail``: the caller saw an error before COMMIT was sent, or COMMIT was
@@ -9,8 +9,9 @@ caller was told (Jepsen's ok / fail / info):
   must be absent. A failed write that is present is a *phantom commit*: some
   later user of the same connection committed a transaction it never started,
   i.e. a connection was handed back still inside someone else's transaction.
-- ``info`` (uncertain): the connection broke during COMMIT, so nobody knows;
-  the write may be present (once) or absent.
+- ``info``: the connection broke during COMMIT, so nobody knows; the write
+  may be present (once) or absent. Which errors mean that is
+  :func:`chaos.faults.outcomes.classify`'s one rule, shared with the state machines.
 
 After the faults are healed, :func:`check` compares the ledger with the rows
 read back. It is pure (no database), so it is unit-tested on its own;
@@ -22,7 +23,6 @@ visible to the checker, not turned into an error by the server.
 
 from __future__ import annotations
 
-import enum
 import itertools
 import threading
 import time
@@ -36,25 +36,18 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from chaos.faults.outcomes import Outcome, classify
+
 __all__ = [
     "Ledger",
     "LedgerEntry",
     "LedgerTable",
     "LedgerVerdict",
-    "Outcome",
     "SessionVerdict",
     "check",
     "check_sessions",
-    "classify_commit_error",
+    "recorded_write",
 ]
-
-
-class Outcome(enum.StrEnum):
-    """What the caller was told about one write (Jepsen's ok / fail / info)."""
-
-    OK = "ok"
-    FAILED = "fail"
-    UNCERTAIN = "info"
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,7 @@ class Ledger:
         """Every recorded entry; ids still pending count as uncertain (the caller never heard)."""
         with self._lock:
             pending = [
-                LedgerEntry(i, Outcome.UNCERTAIN, t, t, error="never recorded")
+                LedgerEntry(i, Outcome.INFO, t, t, error="never recorded")
                 for i, t in self._pending.items()
             ]
             return [*self._entries.values(), *pending]
@@ -120,10 +113,11 @@ class Ledger:
 class LedgerVerdict:
     """The checker's findings; ``ok`` only when no invariant is broken."""
 
-    acknowledged: int
-    failed: int
-    uncertain: int
-    uncertain_committed: int
+    #: How many writes were recorded ok / fail / info, and how many info ones were committed.
+    oks: int
+    fails: int
+    infos: int
+    infos_committed: int
     lost: tuple[str, ...] = ()
     duplicated: tuple[tuple[str, int], ...] = ()
     phantoms: tuple[str, ...] = ()
@@ -159,8 +153,8 @@ class LedgerVerdict:
 
     def summary(self) -> str:
         head = (
-            f"ledger: {self.acknowledged} ok, {self.failed} failed, {self.uncertain} uncertain "
-            f"({self.uncertain_committed} of them committed)"
+            f"ledger: {self.oks} ok, {self.fails} fail, {self.infos} info "
+            f"({self.infos_committed} of them committed)"
         )
         problems = self.problems()
         return head + ("; " + "; ".join(problems) if problems else "; all invariants hold")
@@ -193,7 +187,7 @@ def check(
             n_ok += 1
             if n == 0:
                 lost.append(write_id)
-        elif entry.outcome is Outcome.FAILED:
+        elif entry.outcome is Outcome.FAIL:
             n_fail += 1
             if n:
                 phantoms.append(write_id)
@@ -202,33 +196,15 @@ def check(
             info_committed += n > 0
     unknown = sorted(i for i, n in counts.items() if n and i not in by_id)
     return LedgerVerdict(
-        acknowledged=n_ok,
-        failed=n_fail,
-        uncertain=n_info,
-        uncertain_committed=info_committed,
+        oks=n_ok,
+        fails=n_fail,
+        infos=n_info,
+        infos_committed=info_committed,
         lost=tuple(sorted(lost)),
         duplicated=tuple(sorted(dup)),
         phantoms=tuple(sorted(phantoms)),
         unknown=tuple(unknown),
     )
-
-
-# -- classifying errors ------------------------------------------------------------
-
-
-def classify_commit_error(exc: BaseException) -> Outcome:
-    """The outcome of a write whose COMMIT raised ``exc``.
-
-    A server that *answered* the COMMIT with an error (serialization failure,
-    deferred constraint, ...) definitely rolled back: ``fail``. Anything else
-    (connection lost, socket reset, timeout, the client gave up) leaves the
-    transaction's fate unknown: ``info``.
-    """
-    if isinstance(exc, psycopg.Error):
-        sqlstate = getattr(exc, "sqlstate", None)
-        if sqlstate and not sqlstate.startswith(("08", "57P", "XX", "58")):
-            return Outcome.FAILED
-    return Outcome.UNCERTAIN
 
 
 # -- sessions left behind ----------------------------------------------------------
@@ -330,8 +306,9 @@ def recorded_write(ledger: Ledger, *, worker: str = "") -> Iterator[Callable[[st
 
     The body calls ``mark("commit")`` right before sending COMMIT. The outcome is
     ``ok`` when the body returns, ``fail`` when it raises before the mark, and
-    :func:`classify_commit_error` when it raises after it. The id is available
-    as ``mark.write_id``. The exception propagates.
+    :func:`~chaos.faults.outcomes.classify` of the error (a write was sent) when
+    it raises after it. The id is available as ``mark.write_id``. The exception
+    propagates.
     """
     write_id = ledger.new_id()
     phase = {"commit": False}
@@ -344,7 +321,7 @@ def recorded_write(ledger: Ledger, *, worker: str = "") -> Iterator[Callable[[st
     try:
         yield mark
     except BaseException as exc:
-        outcome = classify_commit_error(exc) if phase["commit"] else Outcome.FAILED
+        outcome = classify(exc, wrote=True) if phase["commit"] else Outcome.FAIL
         ledger.record(write_id, outcome, worker=worker, error=f"{type(exc).__name__}: {exc}")
         raise
     else:

@@ -521,7 +521,7 @@ class PoolMachine(RuleBasedStateMachine):
                 result = probe.checkout(STEP_BOUND)
             except Exception as exc:
                 if isinstance(exc, PoolTimeout) and (exhausted or recovery_bound is None):
-                    self._outcome("probe", Outcome.FAILED, exc)
+                    self._outcome("probe", Outcome.FAIL, exc)
                     return attempts  # every connection is held: nothing to prove
                 # The failed checkout may have left a dead connection in the probe's
                 # wrapper (health checks off): give it back before trying again.
@@ -631,12 +631,12 @@ class PoolMachine(RuleBasedStateMachine):
         self, request: Request, what: str, fn: Callable[[TargetRequest, float], Any], **kw: Any
     ) -> tuple[Outcome, Any]:
         if not self._checkout(request):
-            return Outcome.FAILED, None
+            return Outcome.FAIL, None
         try:
             result = fn(self._handle(request), self._bound())
         except StepTimeout:
             self._timed_out(request, what)
-            return Outcome.UNCERTAIN, None
+            return Outcome.INFO, None
         except Exception as exc:
             return self._failed(request, what, exc, **kw), exc
         self._outcome(what, Outcome.OK)
@@ -715,7 +715,7 @@ class PoolMachine(RuleBasedStateMachine):
             outcome, _ = self._on_connection(
                 request, "write_uncommitted", lambda h, b: h.run(write, b), wrote=True
             )
-            if outcome is not Outcome.FAILED:
+            if outcome is not Outcome.FAIL:
                 # Uncertain too: the INSERT may have run; it must never become visible.
                 holding.uncommitted_tokens.append(token)
                 holding.in_transaction = True

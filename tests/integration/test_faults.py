@@ -111,10 +111,10 @@ def test_outcomes_follow_the_effects() -> None:
     lost = psycopg.OperationalError("server closed the connection unexpectedly")
     canceled = psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
     assert classify(None, wrote=True) is Outcome.OK
-    assert classify(lost, wrote=True) is Outcome.UNCERTAIN
-    assert classify(lost, wrote=False) is Outcome.FAILED
-    assert classify(canceled, wrote=True) is Outcome.FAILED
-    assert classify(PoolTimeout("no connection"), wrote=True) is Outcome.FAILED
+    assert classify(lost, wrote=True) is Outcome.INFO
+    assert classify(lost, wrote=False) is Outcome.FAIL
+    assert classify(canceled, wrote=True) is Outcome.FAIL
+    assert classify(PoolTimeout("no connection"), wrote=True) is Outcome.FAIL
     assert explained(lost, Down().effects)
     assert not explained(lost, Latency().effects)
     assert explained(PoolTimeout("slow"), Latency().effects)

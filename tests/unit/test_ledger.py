@@ -7,16 +7,11 @@ import threading
 import psycopg
 import pytest
 from psycopg import errors
+from psycopg_pool import PoolTimeout
 
-from chaos.ledger import (
-    Ledger,
-    LedgerEntry,
-    Outcome,
-    check,
-    check_sessions,
-    classify_commit_error,
-    recorded_write,
-)
+from chaos.faults.outcomes import Outcome, classify, is_connection_lost
+from chaos.ledger import Ledger, LedgerEntry, check, check_sessions, recorded_write
+from plain_pool import TransactionManagementError
 
 
 def entries(**outcomes: str) -> list[LedgerEntry]:
@@ -26,8 +21,8 @@ def entries(**outcomes: str) -> list[LedgerEntry]:
 def test_clean_history_passes():
     verdict = check(entries(a="ok", b="fail", c="info", d="info"), {"a": 1, "c": 1})
     assert verdict.ok, verdict.problems()
-    assert (verdict.acknowledged, verdict.failed, verdict.uncertain) == (1, 1, 2)
-    assert verdict.uncertain_committed == 1
+    assert (verdict.oks, verdict.fails, verdict.infos) == (1, 1, 2)
+    assert verdict.infos_committed == 1
     assert "all invariants hold" in verdict.summary()
 
 
@@ -65,7 +60,7 @@ def test_problem_lists_are_truncated():
 
 def test_two_entries_for_one_id_is_a_workload_bug():
     with pytest.raises(ValueError, match="two entries"):
-        check([LedgerEntry("a", Outcome.OK), LedgerEntry("a", Outcome.FAILED)], {})
+        check([LedgerEntry("a", Outcome.OK), LedgerEntry("a", Outcome.FAIL)], {})
 
 
 def test_ledger_ids_unique_and_pending_counts_as_uncertain():
@@ -84,7 +79,7 @@ def test_ledger_ids_unique_and_pending_counts_as_uncertain():
     assert len(set(ids)) == 800 and all(i.startswith("r1-") for i in ids)
     ledger.record(ids[0], Outcome.OK)
     with pytest.raises(ValueError, match="recorded twice"):
-        ledger.record(ids[0], Outcome.FAILED)
+        ledger.record(ids[0], Outcome.FAIL)
     counts = ledger.counts()
     assert counts == {"ok": 1, "info": 799}
 
@@ -104,25 +99,35 @@ def test_recorded_write_outcomes():
     got = [(e.write_id, e.outcome) for e in ledger.entries()]
     assert got == [
         ("r-0", Outcome.OK),
-        ("r-1", Outcome.FAILED),
-        ("r-2", Outcome.UNCERTAIN),
-        ("r-3", Outcome.FAILED),
+        ("r-1", Outcome.FAIL),
+        ("r-2", Outcome.INFO),
+        ("r-3", Outcome.FAIL),
     ]
 
 
 @pytest.mark.parametrize(
     ("exc", "outcome"),
     [
-        (psycopg.OperationalError("lost"), Outcome.UNCERTAIN),
-        (errors.AdminShutdown("terminating connection"), Outcome.UNCERTAIN),
-        (errors.ConnectionFailure("x"), Outcome.UNCERTAIN),
-        (TimeoutError(), Outcome.UNCERTAIN),
-        (errors.SerializationFailure("x"), Outcome.FAILED),
-        (errors.UniqueViolation("x"), Outcome.FAILED),
+        (psycopg.OperationalError("lost"), Outcome.INFO),
+        (errors.AdminShutdown("terminating connection"), Outcome.INFO),
+        (errors.ConnectionFailure("x"), Outcome.INFO),
+        (TimeoutError(), Outcome.INFO),
+        (errors.DatabaseDropped("x"), Outcome.INFO),  # 57P04: the session is gone
+        (psycopg.InterfaceError("the connection is closed"), Outcome.INFO),
+        (errors.SerializationFailure("x"), Outcome.FAIL),
+        (errors.UniqueViolation("x"), Outcome.FAIL),
+        (errors.QueryCanceled("statement timeout"), Outcome.FAIL),  # 57014: session lives on
+        (errors.InternalError_("x"), Outcome.FAIL),  # an ERROR at COMMIT: rolled back
+        (PoolTimeout("no connection"), Outcome.FAIL),  # nothing was sent
+        (TransactionManagementError("closed inside atomic()"), Outcome.FAIL),
     ],
 )
 def test_commit_error_classification(exc, outcome):
-    assert classify_commit_error(exc) is outcome
+    """The ledger and the state machines judge with the same rule (chaos.faults.outcomes)."""
+    assert classify(exc, wrote=True) is outcome
+    assert classify(exc, wrote=False) is Outcome.FAIL
+    if isinstance(exc, psycopg.Error):
+        assert (outcome is Outcome.INFO) == is_connection_lost(exc)
 
 
 def test_session_check():
