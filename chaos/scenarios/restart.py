@@ -1,6 +1,6 @@
 """Postgres restarts (fast, immediate) and crashes, while idle and under load.
 
-The contract (spec section 3 and 5): with health checks on, callers see
+The contract (the README's "fast, silent recovery"): with health checks on, callers see
 errors only for operations in flight when the server went away - never from
 a connection that died while pooled - and the first query after the server
 accepts again succeeds within 0.5 s (measured: tens of ms). Without health

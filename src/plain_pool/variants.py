@@ -1,7 +1,8 @@
 """Deliberately broken backends. They exist for the test suite ONLY.
 
-Each subclass reintroduces one bug class of spec section 4 with (about) one
-line of difference from :class:`DatabaseWrapper`; the suite's canaries run
+Each subclass reintroduces one bug - one that Django's or Plain's pool has
+or had, or one this backend must not make - with (about) one line of
+difference from :class:`DatabaseWrapper`; the suite's canaries run
 the same checks against them and assert that the checks fail - proof that
 the checks can catch the bug. Never use them in an application.
 
@@ -20,62 +21,63 @@ from plain_pool.wrapper import DatabaseWrapper
 
 
 class NoResetOnReturn(DatabaseWrapper):
-    """Bug class 12: no session reset on return (Django's and Plain's pools)."""
+    """No session reset on return, as Django's and Plain's pools (neither gives
+    psycopg_pool a ``reset``): one request's SET, role, temp tables... reach the next."""
 
     def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
         pass
 
 
 class ResetAllOnly(DatabaseWrapper):
-    """Bug class 12: RESET ALL instead of DISCARD ALL (keeps SET ROLE, temp tables, locks...)."""
+    """RESET ALL instead of DISCARD ALL (keeps SET ROLE, temp tables, locks...)."""
 
     reset_strategy = "reset_all"
 
 
 class PoolNotClosedOnTimezoneChange(DatabaseWrapper):
-    """Bug class 2: a zone change keeps the pool, whose idle sessions have the old zone."""
+    """A zone change keeps the pool, whose idle sessions have the old zone."""
 
     def _on_timezone_change(self, entry: pools.PoolEntry) -> None:
         pass
 
 
 class PoolClosedButNotForgotten(DatabaseWrapper):
-    """Bug class 2: the pool is closed but stays registered; the next use fails."""
+    """A zone change closes the pool but leaves it registered: the next use fails."""
 
     def _forget_pool(self, entry: pools.PoolEntry) -> None:
         pass
 
 
 class NoHealthCheck(DatabaseWrapper):
-    """Bug class 6: health checks on, but no check wired: dead connections handed out."""
+    """Health checks on, but no check wired: dead connections handed out."""
 
     def _checkout_check(self) -> Any:
         return None
 
 
 class PutconnToCurrentPool(DatabaseWrapper):
-    """Bug class 3: returns to the alias's CURRENT pool, not the connection's own."""
+    """Returns to the alias's CURRENT pool, not the connection's own."""
 
     def _putconn(self, entry: pools.PoolEntry, conn: psycopg.Connection) -> None:
         (self._pool_entry(create=True) or entry).pool.putconn(conn)
 
 
 class ConfigureOnlyWhenNotPooled(DatabaseWrapper):
-    """Bug class 5: configuration only on the non-pooled path (no configure for the pool)."""
+    """Configuration only on the non-pooled path (no configure for the pool)."""
 
     def _configure_pooled(self, conn: psycopg.Connection) -> None:
         pass
 
 
 class CommitOnReturn(DatabaseWrapper):
-    """Bug class 10: a transaction left open at return is COMMITTED instead of rolled back."""
+    """A transaction left open at return is COMMITTED instead of rolled back."""
 
     def _end_transaction_on_return(self, conn: psycopg.Connection) -> None:
         conn.commit()
 
 
 class HardWiredConfiguration(DatabaseWrapper):
-    """Bug class 1: configuration by hard-wired functions: subclass overrides are ignored."""
+    """Configuration by hard-wired functions: subclass overrides are ignored (Django #35688)."""
 
     def _configure_connection(self, conn: psycopg.Connection) -> None:
         DatabaseWrapper._configure_timezone(self, conn)
@@ -83,13 +85,13 @@ class HardWiredConfiguration(DatabaseWrapper):
 
 
 class SharedAcrossFork(DatabaseWrapper):
-    """Bug class 7: no fork detection: a child uses the parent's pool and sockets."""
+    """No fork detection: a child uses the parent's pool and sockets."""
 
     fork_safe = False
 
 
 class BackoffRecovery(DatabaseWrapper):
-    """Spec section 3: bare psycopg_pool check loop and backoff (seconds to recover)."""
+    """Bare psycopg_pool: its check loop and reconnect backoff (1, 2, 4 s: seconds to recover)."""
 
     def _pool_class(self) -> Any:
         from psycopg_pool import ConnectionPool
