@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable
 
 _SEED = re.compile(r"--hypothesis-seed[= ](-?\d+)")
 _BLOB = re.compile(r"@reproduce_failure\([^)]*\)")
@@ -45,7 +44,3 @@ def _dquote(text: str) -> str:
     for char in ("\\", '"', "$", "`"):
         text = text.replace(char, "\\" + char)
     return f'"{text}"'
-
-
-def failed_nodeids(rows: Iterable[dict]) -> list[str]:
-    return [r["nodeid"] for r in rows if r.get("verdict") != "pass" and r.get("nodeid")]
