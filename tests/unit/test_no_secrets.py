@@ -8,7 +8,7 @@ table, JSON, timeline and explanation - and must not come out. Each case also
 checks that the path was really taken (the expected message, the mask), so
 that a test cannot pass by printing nothing. The pytest header, the chaos
 replay section and the report files of a whole failing run are checked end to
-end in tests/integration/test_no_secrets.py.
+end in tests/integration/test_no_secrets_end_to_end.py.
 """
 
 from __future__ import annotations
