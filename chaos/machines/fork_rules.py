@@ -27,9 +27,12 @@ broken, not exposed to a fault):
 5. pg_stat_activity once more: still there, same ``backend_start``.
 
 Any difference raises :class:`ChildTouchedParentSessions`, as does a child
-that reports being handed a parent's session. Then the machine's probe
-checks out (the checkout invariants run). A child that hangs is a
-:class:`Hang`, one whose work failed with no fault active an
+that used a session the parent holds or pools (the child reports the backend
+pids it used; its own sessions are never in the parent's pool). The list of
+the parent's sessions is taken once the pools' connections in flight have
+landed, so the child inherits no pooled session that is not watched. Then
+the machine's probe checks out (the checkout invariants run). A child that
+hangs is a :class:`Hang`, one whose work failed with no fault active an
 :class:`UnexplainedError`. The step runs only with no fault active or
 pending and nothing stuck (a late call would change what it compares).
 
@@ -99,7 +102,7 @@ class ForkRules:
         watched = {pid: where for pid, where in watched.items() if pid in before}
         try:
             report: ChildReport = self.target.fork_child(
-                work, ending, CHILD_BOUND, frozenset(watched)
+                work, ending, CHILD_BOUND, frozenset(sessions)
             )
         except StepTimeout:
             raise Hang("os.fork() in a control thread did not return, no fault active") from None
@@ -107,6 +110,9 @@ class ForkRules:
         seen = self._activity(watched)
         unanswered = self._ping(watched, "after")
         after = self._activity(watched)
+        # The child's own sessions are never the parent's: one the parent holds or pools now
+        # was handed to the child (even one that landed in the pool too late to be watched).
+        shared = report.shared | (report.backends & set(self.target.parent_sessions()))
         touched: dict[int, str] = {}
         for pid, where in sorted(watched.items()):
             started, changed = before[pid]
@@ -116,7 +122,7 @@ class ForkRules:
                 touched[pid] = f"{where} backend {pid}: ran statements while the parent was idle"
             elif pid in unanswered:
                 touched[pid] = f"{where} backend {pid}: no answer ({unanswered[pid]})"
-        for pid in sorted(report.shared - set(touched)):
+        for pid in sorted(shared - set(touched)):
             touched[pid] = f"backend {pid} of the parent's was handed to the child"
         self._wait_child_sessions_gone(report.backends - set(watched))
         if touched:

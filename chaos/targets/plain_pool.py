@@ -48,6 +48,8 @@ _aliases = itertools.count(1)
 PING_TIMEOUT = 2.0
 FORK_CALL_BOUND = 5.0
 FORK_GRACE = 2.0
+#: How long parent_sessions() waits for connections a pool is making to land in it.
+SETTLE_BOUND = 2.0
 #: First time a connection without the pool's creation stamp was seen (other targets).
 _first_seen: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
 
@@ -377,8 +379,32 @@ class PlainPoolTarget(Target):
                 found += [(conn, "idle") for conn in list(getattr(entry.pool, "_pool", ()))]
         return found
 
+    def _connections_in_flight(self) -> int:
+        """Connections the alias's pools are still making (growing, replacing): counted
+        in ``pool_size`` but neither idle nor lent to a request."""
+        lent: dict[int, int] = {}
+        for request in self.requests:
+            wrapper = getattr(request.session, "wrapper", None)
+            entry = getattr(wrapper, "_conn_entry", None)
+            if entry is not None and getattr(wrapper, "connection", None) is not None:
+                lent[id(entry.pool)] = lent.get(id(entry.pool), 0) + 1
+        in_flight = 0
+        for entry in pools.entries():
+            if entry.key[1] == self.alias and not entry.pool.closed:
+                stats = entry.pool.get_stats()
+                idle = stats.get("pool_available", 0) + lent.get(id(entry.pool), 0)
+                in_flight += max(0, stats.get("pool_size", 0) - idle)
+        return in_flight
+
     def parent_sessions(self) -> dict[int, str]:
-        """Read from the machine's thread between steps (no request call is running)."""
+        """Read from the machine's thread between steps (no request call is running).
+
+        First waits (bounded) for connections a pool is still making to land in it: one
+        landing between this list and the fork would be the parent's, yet not on it.
+        """
+        deadline = time.monotonic() + SETTLE_BOUND
+        while self._connections_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.005)
         sessions: dict[int, str] = {}
         for conn, where in self._parent_connections():
             with contextlib.suppress(psycopg.Error):
@@ -460,19 +486,26 @@ class PlainPoolTarget(Target):
             if give_back:
                 handler.request_finished()
 
-        if work in ("request", "close_all"):
+        if work == "request":
             request(give_back=True)
         elif work == "no_cleanup":
             request(give_back=False)
         elif work == "close_pool":
             handler[alias].close_pool()
+        elif work == "close_all":
+            try:
+                request(give_back=True)
+            finally:  # the naive way, as shutdown code does: everything it can reach
+                errors = []
+                for close in (handler.close_all, *(w.close for w in wrappers), handler.close_pools):
+                    try:
+                        close()
+                    except Exception as exc:
+                        errors.append(exc)
+                if errors:
+                    raise errors[0]
         else:
             raise ValueError(f"unknown child work {work!r}")
-        if work == "close_all":  # the naive way: everything it can reach
-            handler.close_all()
-            for wrapper in wrappers:
-                wrapper.close()
-            handler.close_pools()
         if ending == "gc":  # what a normal exit finalises: the registry's pools, the wrappers
             for entry in pools.entries():
                 if entry.key[1] == alias:
