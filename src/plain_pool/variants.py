@@ -189,3 +189,19 @@ VARIANTS.update(
         for cls in (PoolForgottenNotClosed, CatchesOnlyPsycopgErrorsInCheck, TrustsUserCheck)
     }
 )
+
+
+class ForkUnaware(SharedAcrossFork):
+    """No fork detection at all: neither the pool registry nor the wrapper checks the pid.
+
+    A child's ``close()`` of a wrapper it inherited takes the parent's connection for its
+    own: it rolls back and resets the parent's session, returns it to the child's copy of
+    the pool, and closing that pool sends Terminate on the parent's socket (what Django's
+    ``connections.close_all()`` in a forked child does to the parent's sessions).
+    """
+
+    def _check_fork(self) -> None:
+        pass
+
+
+VARIANTS[ForkUnaware.__name__] = ForkUnaware

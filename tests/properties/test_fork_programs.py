@@ -4,9 +4,11 @@ Each program is a rule sequence written as Hypothesis prints failing programs.
 Against plain_pool, a child doing any work with any ending (see
 chaos.targets.forking.CHILD_WORKS / CHILD_ENDINGS) leaves the parent's held
 and pooled sessions alone, so the programs pass; against the SharedAcrossFork
-variant (no fork detection: the child uses the parent's pool, whose idle
-connections are the parent's sessions) the first fork must raise
-:class:`ChildTouchedParentSessions`, for every work and ending.
+variant (no fork detection in the pool registry: the child uses the parent's
+pool, whose idle connections are the parent's sessions) the first fork must
+raise :class:`ChildTouchedParentSessions`, for every work and ending; against
+ForkUnaware (no pid check in the wrapper either) a child closing what it
+inherited must be caught on the session a request of the parent's holds.
 """
 
 from __future__ import annotations
@@ -64,5 +66,25 @@ def test_shared_across_fork_is_caught(machine_env, work, ending):
         with pytest.raises(ChildTouchedParentSessions) as caught:
             state.fork_child(work=work, ending=ending)
         assert "pooled backend" in str(caught.value)  # seen from the parent's side
+    finally:
+        state.teardown()
+
+
+@pytest.mark.canary
+@endings
+def test_fork_unaware_wrapper_is_caught_on_a_held_session(machine_env, ending):
+    """The held half: one connection, held by a request, none pooled. A child whose wrapper
+    does not check the pid (ForkUnaware) resets and closes the parent's held session."""
+    options = TargetOptions(max_size=1, timeout=0.5, variant="ForkUnaware")
+    ForkUnawareMachine = machine_for(
+        machine_env, ForkRules, options=options, name="ForkUnawareMachine"
+    )
+    state = ForkUnawareMachine()
+    try:
+        r0 = state.start(settings=UTC)
+        state.checkout(request=r0)
+        with pytest.raises(ChildTouchedParentSessions) as caught:
+            state.fork_child(work="close_all", ending=ending)
+        assert "Request(1)'s backend" in str(caught.value)
     finally:
         state.teardown()
