@@ -6,7 +6,7 @@
 - :mod:`~chaos.faults.server`: restarts, crash, terminate, outage.
 - :mod:`~chaos.faults.nemesis`: :class:`Nemesis` applies and heals, journals in
   a :class:`FaultSchedule` (:mod:`~chaos.faults.schedule`).
-- :mod:`~chaos.faults.outcomes`: ok / failed / uncertain from the active faults.
+- :mod:`~chaos.faults.outcomes`: ok / fail / info from the active faults.
 - :mod:`~chaos.faults.connect`: chaos-safe connect options and a client-side deadline.
 - :mod:`~chaos.faults.strategies`: Hypothesis strategies (imported on demand).
 
@@ -43,7 +43,7 @@ from chaos.faults.connect import (
     query_deadline,
     shutdown_socket,
 )
-from chaos.faults.nemesis import SERVER_FAULTS_NEED_PERMISSION, ActiveFault, FaultInjector, Nemesis
+from chaos.faults.nemesis import SERVER_FAULTS_NEED_PERMISSION, ActiveFault, Nemesis
 from chaos.faults.network import (
     NETWORK_FAULTS,
     Bandwidth,
@@ -87,7 +87,6 @@ __all__ = [
     "FaultConflict",
     "FaultError",
     "FaultEvent",
-    "FaultInjector",
     "FaultInterval",
     "FaultNotAllowed",
     "FaultSchedule",

@@ -387,7 +387,4 @@ class Nemesis:
         )
 
 
-FaultInjector = Nemesis
-"""Another name for :class:`Nemesis`."""
-
-__all__ = ["SERVER_FAULTS_NEED_PERMISSION", "ActiveFault", "FaultInjector", "Nemesis", "ToxicFault"]
+__all__ = ["SERVER_FAULTS_NEED_PERMISSION", "ActiveFault", "Nemesis", "ToxicFault"]

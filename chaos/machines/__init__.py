@@ -11,18 +11,32 @@
 The backend is reached through :mod:`chaos.targets` (plain_pool by default).
 """
 
+from typing import Any
+
 from chaos.machines.errors import ALL_VIOLATIONS, InvariantViolation
 from chaos.machines.model import Backend, Model, SettingsValue
-from chaos.machines.pool_machine import (
-    LifetimeRules,
-    MachineEnv,
-    NetworkFaults,
-    PoolMachine,
-    PreparedRules,
-    Request,
-    ServerFaults,
-    machine_for,
+
+_FROM_POOL_MACHINE = (
+    "LifetimeRules",
+    "MachineEnv",
+    "NetworkFaults",
+    "PoolMachine",
+    "PreparedRules",
+    "Request",
+    "ServerFaults",
+    "machine_for",
 )
+
+
+def __getattr__(name: str) -> Any:
+    """The machine's names on first use: chaos.targets imports this package's model, and
+    the machine imports chaos.targets, so importing it here would make a cycle."""
+    if name in _FROM_POOL_MACHINE:
+        from chaos.machines import pool_machine
+
+        return getattr(pool_machine, name)
+    raise AttributeError(f"module 'chaos.machines' has no attribute {name!r}")
+
 
 __all__ = [
     "ALL_VIOLATIONS",

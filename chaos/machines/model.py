@@ -9,7 +9,7 @@ Preconditions and outcome checks read only this model. It holds:
   connection checked out before a fault is known to be *exposed* to it), and
   whether recovery after the last heal has been proven yet.
 
-Outcomes are classified ok / failed / uncertain with
+Outcomes are classified ok / fail / info with
 :func:`chaos.faults.outcomes.classify`; the machine then asks the model
 whether a failure is *allowed*: explained by the active faults' effects, by
 a fault the connection was exposed to while it was out (in flight), or by

@@ -13,8 +13,6 @@ import socket
 import pytest
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
-from tests.toxiproxy.conftest import TcpServer
-
 pytestmark = pytest.mark.toxiproxy_conformance
 
 
@@ -558,8 +556,3 @@ def test_client_populate(api, pname):
         [{"name": name, "upstream": "127.0.0.1:9", "listen": "127.0.0.1:0"}]
     )
     assert [p.name for p in created] == [name]
-
-
-def test_raw_helpers_used_by_tests_exist(api):
-    assert isinstance(api.proxies(), dict)
-    assert TcpServer  # the conftest servers are importable for other suites
