@@ -44,7 +44,7 @@ from hypothesis.stateful import (
     rule,
 )
 from psycopg import errors as pgerrors
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
 from chaos.faults.base import Effects, Fault
 from chaos.faults.network import Down, HalfOpen, Latency, ResetPeer, TimedClose
@@ -376,6 +376,12 @@ class PoolMachine(RuleBasedStateMachine):
             exc, pgerrors.InvalidSqlStatementName | pgerrors.DuplicatePreparedStatement
         ):
             raise PreparedStatementsBroken(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, PoolClosed):
+            # Not a lost connection (psycopg_pool derives it from OperationalError): a pool
+            # closed while still in use, which no fault explains.
+            raise UnexplainedError(
+                f"{what} of {request!r} used a closed pool: {type(exc).__name__}: {exc}"
+            ) from exc
         state = self.model.requests.get(request.number) if request else None
         holding = state.holding if state else None
         effects = self._effects()

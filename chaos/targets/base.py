@@ -75,6 +75,9 @@ class TargetOptions:
     server_side_binding: bool = False
     #: A broken backend for the canaries: a name in plain_pool.variants.VARIANTS, or a class.
     variant: str | type | None = None
+    #: Run a subclass that overrides the backend's connection-setup hook (as framework
+    #: subclasses do): every checkout, on every path, must show what the override sets.
+    configure_override: bool = False
     #: A factory of the user's pool ``check`` (POSTGRES_POOL["check"]), called once per
     #: target as ``user_check(identify=...)`` (``identify(conn)`` -> the connection's
     #: :class:`Backend`), so every machine run gets a check with a state of its own.

@@ -106,6 +106,24 @@ def settings_dict(
     return result
 
 
+#: What the configuration override sets (a GUC nothing else in the suite touches).
+OVERRIDE_SQL = "SET lock_timeout = '4321ms'"
+
+
+def with_configure_override(base: type[DatabaseWrapper]) -> type[DatabaseWrapper]:
+    """``base`` with ``_configure_role`` overridden to set one more GUC: a backend that
+    configures through hard-wired functions instead of its overridable hooks shows up as
+    a checkout without it."""
+
+    class WithConfigureOverride(base):  # type: ignore[misc,valid-type]
+        def _configure_role(self, conn: psycopg.Connection) -> bool:
+            conn.execute(OVERRIDE_SQL, prepare=False)
+            return super()._configure_role(conn)
+
+    WithConfigureOverride.__name__ = f"{base.__name__}WithConfigureOverride"
+    return WithConfigureOverride
+
+
 class PlainPoolSession(Session):
     """Runs in the request's own thread: ``handler[alias]`` is that thread's wrapper."""
 
@@ -199,6 +217,8 @@ class PlainPoolTarget(Target):
             if isinstance(variant, type)
             else VARIANTS[variant]
         )
+        if options.configure_override:
+            self.wrapper_class = with_configure_override(self.wrapper_class)
         self.alias = f"chaos{next(_aliases)}"
         # Unique per target across xdist workers sharing a server (aliases repeat there).
         self.application_name = f"{self.alias}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -222,6 +242,7 @@ class PlainPoolTarget(Target):
             options.prepare_threshold,
             options.server_side_binding,
             options.health_checks,
+            options.configure_override,
         )
         self.description = (
             f"plain_pool {self.wrapper_class.__name__} (alias {self.alias}, "
@@ -335,7 +356,12 @@ class PlainPoolTarget(Target):
         direct = settings_dict(
             self.server.host, self.server.port, self.server, self.options, settings, pooled=False
         )
-        db = DatabaseWrapper(direct, alias=f"{self.alias}-expected")
+        reference = (
+            with_configure_override(DatabaseWrapper)
+            if self.options.configure_override
+            else DatabaseWrapper
+        )
+        db = reference(direct, alias=f"{self.alias}-expected")
         try:
             return session_fingerprint(db.ensure_connection())
         finally:

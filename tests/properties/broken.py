@@ -112,6 +112,16 @@ class WaitsForPoolWorkers(DatabaseWrapper):
             entry.pool.close()
 
 
+class ProbesPoolBeforeReplacing(DatabaseWrapper):
+    """Replaces a pool only after psycopg_pool's check() of its idle connections, which has
+    no deadline: over a half-open link, ensure_timezone() / close_pool() wait for it."""
+
+    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
+        with contextlib.suppress(Exception):
+            entry.pool.check()
+        super()._close_and_forget_pool(entry)
+
+
 class ResetOnlyWithHealthChecks(DatabaseWrapper):
     """The reset wired into the health-check path: with checks off, nothing is reset."""
 
@@ -129,6 +139,7 @@ BROKEN: dict[str, type[DatabaseWrapper]] = {
         IgnoresMaxSize,
         UnboundedRollbackOnReturn,
         WaitsForPoolWorkers,
+        ProbesPoolBeforeReplacing,
         ResetOnlyWithHealthChecks,
     )
 }

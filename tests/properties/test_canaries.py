@@ -1,18 +1,27 @@
 """Canaries: each invariant must catch the broken backend made to break it.
 
-Each test runs a machine against a deliberately broken variant (from
+Each canary runs a machine against a deliberately broken variant (from
 plain_pool.variants, or tests/properties/broken.py where the package has
-none) and asserts that Hypothesis FINDS the failure, with the invariant's own
-exception, within the loaded profile's budget (chaos.hypothesis_profiles.budget()).
-A canary that stops finding its bug fails the build: the check it guards has
-gone blind.
+none), twice, and neither half depends on luck:
 
-No example database (a stored failure would make finding free) and no
-shrinking (finding is the point; shrinking costs minutes against real servers).
+- ``test_canary_program_is_caught``: a program known to reach the bug
+  (tests/properties/canary_programs.py) must raise the invariant's own
+  exception: the check catches the bug, every time.
+- ``test_canary_is_found``: the machine's random search, from a FIXED seed
+  with a fixed budget, must find it: the rules reach the bug. The seed and the
+  examples it needs were measured (``PLAIN_POOL_CANARY_SEEDS=0-19`` reruns the
+  search from 20 seeds and prints how many examples each needed); the budget
+  leaves a margin of at least 2x over the slowest measured run at that seed.
+
+A canary that stops catching or finding its bug fails the build: the check it
+guards has gone blind, or the rules no longer reach the bug. No example
+database (a stored failure would make finding free) and no shrinking (finding
+is the point; shrinking costs minutes against real servers).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -20,15 +29,18 @@ from broken import (
     IgnoresMaxSize,
     KeepsStatementCache,
     NeverExpires,
+    ProbesPoolBeforeReplacing,
+    ResetOnlyWithHealthChecks,
     SharesConnectionAcrossThreads,
+    UnboundedRollbackOnReturn,
+    WaitsForPoolWorkers,
 )
+from canary_programs import PROGRAMS, Checked
 from hypothesis import Phase, settings
-from hypothesis.stateful import run_state_machine_as_test
 
 from chaos.faults.network import Down, HalfOpen
 from chaos.machines.check_rules import ScriptedCheck, UserCheckRules
 from chaos.machines.dirt import ClientAttr
-from chaos.hypothesis_profiles import budget
 from chaos.machines.errors import (
     CheckFailureRaised,
     ChildTouchedParentSessions,
@@ -41,9 +53,12 @@ from chaos.machines.errors import (
     PhantomCommit,
     PoolOutOfBounds,
     PreparedStatementsBroken,
+    ReconfigurationHang,
     SessionLeak,
+    SlowReturn,
     StaleTimezone,
     UnconfiguredConnection,
+    UnexplainedError,
     WrongPool,
 )
 from chaos.machines.fork_rules import ForkRules
@@ -55,6 +70,7 @@ from chaos.machines.pool_machine import (
     PreparedRules,
     machine_for,
 )
+from chaos.machines.runner import run_machine_as_test
 from chaos.targets.base import TargetOptions
 
 pytestmark = pytest.mark.canary
@@ -80,10 +96,16 @@ class Canary:
     #: canary proves the check catches the bug, the main machines prove they get there.
     focus: tuple[str, ...] | None = None
     max_requests: int = 2
+    #: The search's fixed seed, and its budget: at least twice the examples it was
+    #: measured to need from that seed (see the module docstring).
+    seed: int = 0
+    max_examples: int = 8
+    steps: int = 15
 
     def machine(self, env: MachineEnv) -> type:
         name = self.variant if isinstance(self.variant, str) else self.variant.__name__
-        options = TargetOptions(**{**self.options.__dict__, "variant": self.variant})
+        variant = None if self.variant == "reference" else self.variant
+        options = TargetOptions(**{**self.options.__dict__, "variant": variant})
         return machine_for(
             env,
             *self.mixins,
@@ -106,8 +128,17 @@ CANARIES = {
         narrow=(("dirt", (ClientAttr("notice_handler", "ignore_notice"),)),),
         focus=("dirty_session",),
     ),
+    "SessionLeakResetAll": Canary("ResetAllOnly", SessionLeak, focus=("dirty_session",)),
     "StaleTimezone": Canary(
         "PoolNotClosedOnTimezoneChange", StaleTimezone, focus=("change_settings",)
+    ),
+    # close_pool() closes but keeps the pool registered: the next checkout fails.
+    "PoolClosedButNotForgotten": Canary(
+        "PoolClosedButNotForgotten",
+        UnexplainedError,
+        focus=("checkout", "close_pool"),
+        seed=2,
+        max_examples=16,
     ),
     "DeadConnectionHandedOut": Canary(
         "NoHealthCheck",
@@ -118,9 +149,22 @@ CANARIES = {
         narrow=(("network_faults", (Down(), HalfOpen())),),
         focus=("inject_network_fault", "heal"),
     ),
-    "WrongPool": Canary("PutconnToCurrentPool", WrongPool, focus=("dirty_session", "close_pool")),
+    "WrongPool": Canary(
+        "PutconnToCurrentPool",
+        WrongPool,
+        focus=("checkout", "give_back", "close_pool"),
+        seed=2,
+        max_examples=24,
+    ),
     "UnconfiguredConnection": Canary(
         "ConfigureOnlyWhenNotPooled", UnconfiguredConnection, roles=("chaos_app",)
+    ),
+    # Subclass overrides of the configuration hook ignored on the pooled path.
+    "HardWiredConfiguration": Canary(
+        "HardWiredConfiguration",
+        SessionLeak,
+        options=TargetOptions(max_size=1, timeout=0.5, configure_override=True),
+        focus=("checkout",),
     ),
     "PhantomCommit": Canary("CommitOnReturn", PhantomCommit, focus=("leave_transaction_open",)),
     "DoubleCheckout": Canary(
@@ -152,6 +196,36 @@ CANARIES = {
     "ChildTouchedParentSessions": Canary(
         "SharedAcrossFork", ChildTouchedParentSessions, mixins=(ForkRules,), focus=("fork_child",)
     ),
+    "SlowReturn": Canary(
+        UnboundedRollbackOnReturn,
+        SlowReturn,
+        mixins=(NetworkFaults,),
+        needs_proxy=True,
+        narrow=(("network_faults", (HalfOpen(),)),),
+        focus=("leave_transaction_open", "inject_network_fault", "give_back"),
+    ),
+    "ReconfigurationHang": Canary(
+        WaitsForPoolWorkers,
+        ReconfigurationHang,
+        mixins=(NetworkFaults,),
+        needs_proxy=True,
+        narrow=(("network_faults", (HalfOpen(),)),),
+        focus=("inject_network_fault", "checkout", "give_back", "change_settings"),
+    ),
+    "ReconfigurationHangProbing": Canary(
+        ProbesPoolBeforeReplacing,
+        ReconfigurationHang,
+        mixins=(NetworkFaults,),
+        needs_proxy=True,
+        narrow=(("network_faults", (HalfOpen(),)),),
+        focus=("inject_network_fault", "change_settings"),
+    ),
+    "SessionLeakChecksOff": Canary(
+        ResetOnlyWithHealthChecks,
+        SessionLeak,
+        options=TargetOptions(max_size=1, timeout=0.5, health_checks=False),
+        focus=("dirty_session",),
+    ),
     # A pool replaced on a zone change or close_pool, forgotten but not closed.
     # The explicit programs: tests/properties/test_orphaned_sessions.py.
     "OrphanedSessions": Canary(
@@ -182,8 +256,8 @@ CANARIES = {
 }
 
 
-def find(machine: type, expected: type[InvariantViolation]) -> tuple[BaseException, int]:
-    """Run ``machine`` within the profile's budget; return what it raised and examples used."""
+def find(machine: type, canary: Canary, seed: int, max_examples: int) -> tuple[BaseException, int]:
+    """Search from ``seed`` within ``max_examples``; return what it raised and examples used."""
     env: MachineEnv = machine.env
     before = env.examples
     chosen = settings(
@@ -192,23 +266,73 @@ def find(machine: type, expected: type[InvariantViolation]) -> tuple[BaseExcepti
         phases=[Phase.generate],
         report_multiple_bugs=False,
         print_blob=False,
-        **budget(),
+        max_examples=max_examples,
+        stateful_step_count=canary.steps,
     )
     with pytest.raises(InvariantViolation) as raised:
-        run_state_machine_as_test(machine, settings=chosen)
-    # The last example is Hypothesis replaying the failure once more.
-    return raised.value, env.examples - before - 1
+        run_machine_as_test(machine, chosen, seed=seed)
+    return raised.value, env.first_violation_example - before
+
+
+def _measured_seeds() -> list[int]:
+    """``PLAIN_POOL_CANARY_SEEDS=A-B``: measure the search from each of those seeds."""
+    spec = os.environ.get("PLAIN_POOL_CANARY_SEEDS", "")
+    if not spec:
+        return []
+    first, _, last = spec.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def _skip_unless_runnable(canary: Canary, env: MachineEnv) -> None:
+    if canary.needs_proxy and env.proxy is None:
+        pytest.skip("needs the fault proxy")
 
 
 @pytest.mark.parametrize("invariant", list(CANARIES))
 def test_canary_is_found(invariant, machine_env, record_property):
     canary = CANARIES[invariant]
-    if canary.needs_proxy and machine_env.proxy is None:
-        pytest.skip("needs the fault proxy")
-    error, examples = find(canary.machine(machine_env), canary.expected)
-    record_property("examples_to_find", examples)
-    print(f"{invariant}: found by {type(error).__name__} after {examples} example(s)")
-    assert isinstance(error, canary.expected), (
-        f"{canary.variant} should break {canary.expected.__name__}, "
-        f"but the machine raised {type(error).__name__}: {error}"
-    )
+    _skip_unless_runnable(canary, machine_env)
+    seeds = _measured_seeds()
+    missed = []
+    for seed in seeds or [canary.seed]:
+        budget = canary.max_examples * (4 if seeds else 1)
+        try:
+            error, examples = find(canary.machine(machine_env), canary, seed, budget)
+        except pytest.fail.Exception:
+            print(f"{invariant}: seed {seed}: not found in {budget} examples")
+            missed.append(f"seed {seed}: not found in {budget} examples")
+            continue
+        record_property(f"examples_to_find_seed_{seed}", examples)
+        print(f"{invariant}: seed {seed}: {type(error).__name__} in example {examples}")
+        if not isinstance(error, canary.expected):
+            missed.append(
+                f"seed {seed}: {canary.variant} should break {canary.expected.__name__}, "
+                f"but the machine raised {type(error).__name__}: {error}"
+            )
+    assert not missed, "\n".join(missed)
+
+
+@pytest.mark.parametrize("invariant", list(PROGRAMS))
+def test_canary_program_passes_on_the_reference_backend(invariant, machine_env):
+    """The control: the same program against plain_pool itself raises nothing, so what
+    the canary catches is the variant's bug, not the program or the harness."""
+    canary = CANARIES[invariant]
+    _skip_unless_runnable(canary, machine_env)
+    reference = Canary(**{**canary.__dict__, "variant": "reference"})
+    state = reference.machine(machine_env)()
+    try:
+        PROGRAMS[invariant](Checked(state))
+    finally:
+        state.teardown()
+
+
+@pytest.mark.parametrize("invariant", list(PROGRAMS))
+def test_canary_program_is_caught(invariant, machine_env):
+    canary = CANARIES[invariant]
+    _skip_unless_runnable(canary, machine_env)
+    state = canary.machine(machine_env)()
+    try:
+        with pytest.raises(canary.expected):
+            PROGRAMS[invariant](Checked(state))
+    finally:
+        state.teardown()

@@ -28,6 +28,13 @@ LENGTHS = [
     pytest.param("short", id="short"),
     pytest.param("long", id="long", marks=pytest.mark.chaos),
 ]
+#: Every property must hold with health checks on and off; off, a connection that died while
+#: pooled may fail its first use, once (the model allows one such failure per pooled
+#: connection per fault, and no more).
+HEALTH_CHECKS = [
+    pytest.param(True, id="checks_on"),
+    pytest.param(False, id="checks_off"),
+]
 
 
 def _budget(length: str) -> dict:
@@ -38,30 +45,41 @@ def _budget(length: str) -> dict:
     return budget("fast")
 
 
+@pytest.mark.parametrize("health_checks", HEALTH_CHECKS)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_sessions_and_network_faults(machine_env, run_machine, length):
+def test_sessions_and_network_faults(machine_env, run_machine, length, health_checks):
     """Requests, session dirt, settings changes, pool maintenance, proxy faults, forked
     children (they must never touch the parent's sessions)."""
     mixins = (OrphanRules, NetworkFaults) if machine_env.proxy is not None else (OrphanRules,)
     mixins = (*mixins, ForkRules)
-    machine = machine_for(machine_env, *mixins, name="PoolMachine")
+    # A subclass overriding the configuration hook: it must be honoured on every path.
+    options = TargetOptions(health_checks=health_checks, configure_override=True)
+    machine = machine_for(machine_env, *mixins, options=options, name="PoolMachine")
     run_machine(machine, **_budget(length))
 
 
 @pytest.mark.restarts_server
+@pytest.mark.parametrize("health_checks", HEALTH_CHECKS)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_server_faults(private_machine_env, run_machine, length):
+def test_server_faults(private_machine_env, run_machine, length, health_checks):
     """The same with restarts (fast, immediate), crashes and terminated backends too."""
+    options = TargetOptions(health_checks=health_checks)
     machine = machine_for(
-        private_machine_env, OrphanRules, NetworkFaults, ServerFaults, name="ServerMachine"
+        private_machine_env,
+        OrphanRules,
+        NetworkFaults,
+        ServerFaults,
+        options=options,
+        name="ServerMachine",
     )
     run_machine(machine, **_budget(length))
 
 
+@pytest.mark.parametrize("health_checks", HEALTH_CHECKS)
 @pytest.mark.parametrize("length", LENGTHS)
-def test_max_lifetime(machine_env, run_machine, length):
+def test_max_lifetime(machine_env, run_machine, length, health_checks):
     """Connections returned after a short max_lifetime are never handed out again."""
-    options = TargetOptions(max_lifetime=1.0)
+    options = TargetOptions(max_lifetime=1.0, health_checks=health_checks)
     machine = machine_for(
         machine_env, OrphanRules, LifetimeRules, options=options, name="LifetimeMachine"
     )
