@@ -50,6 +50,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from chaos import reaper
 from chaos._binaries import BinariesNotFound, PostgresBinaries, find_binaries
 from chaos._tempdirs import make_temp_dir
+from plain_pool._redact import redact, secrets_in
 
 __all__ = [
     "DSN_ENV",
@@ -63,6 +64,7 @@ __all__ = [
     "ServerControlUnavailable",
     "ServerUnavailable",
     "find_binaries",
+    "parse_dsn",
 ]
 
 MODE_ENV = "PLAIN_POOL_PG_MODE"
@@ -718,6 +720,16 @@ def _create_role(
             conn.execute(sql.SQL("GRANT {} TO {}").format(ident, sql.Identifier(grantee)))
 
 
+def parse_dsn(dsn: str) -> dict[str, Any]:
+    """``conninfo_to_dict``, whose errors quote the DSN: ours mask its password, and the
+    original is not chained (pytest would print it)."""
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        message = redact(str(exc), secrets_in(dsn))
+    raise ServerUnavailable(f"{DSN_ENV} is not a valid connection string: {message}")
+
+
 class ExternalPostgres(_ConnectMixin):
     """A server we do not own (``PLAIN_POOL_PG_DSN``): same surface, no process control."""
 
@@ -730,7 +742,7 @@ class ExternalPostgres(_ConnectMixin):
         dsn = dsn or os.environ.get(DSN_ENV)
         if not dsn:
             raise ServerUnavailable(f"external mode needs {DSN_ENV}")
-        self._set_params(conninfo_to_dict(dsn))
+        self._set_params(parse_dsn(dsn))
         self._version: str | None = None
 
     def _set_params(self, params: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import psycopg
 
 #: Default connections kept free for admin sessions, migrations, monitoring.
 DEFAULT_RESERVE = 3
@@ -86,15 +85,3 @@ def check_capacity(
             stacklevel=stacklevel,
         )
     return headroom
-
-
-def server_limits(conn: psycopg.Connection) -> ServerLimits:
-    """Read max_connections and the reserved connections from a live server."""
-    row = conn.execute(
-        "SELECT current_setting('max_connections')::int,"
-        " current_setting('superuser_reserved_connections')::int,"
-        " coalesce(current_setting('reserved_connections', true), '0')::int",
-        prepare=False,
-    ).fetchone()
-    assert row is not None
-    return ServerLimits(row[0], row[1], row[2])

@@ -312,3 +312,16 @@ def test_mask_url_safe_repr_and_secrets_in():
     assert set(secrets_in(f"postgresql://u:{PW_URL}@h/db")) == {PW, PW_URL}
     assert redact(f"a {PW} b", [PW]) == f"a {MASK} b"
     assert redact("a abc b", ["abc"]) == "a abc b"  # too short to search for in free text
+
+
+def test_a_malformed_external_dsn_is_reported_without_its_password():
+    """psycopg's conninfo parser quotes the bad token, password included."""
+    from chaos.postgres import ServerUnavailable, parse_dsn
+
+    dsn = "postgresql://u:pw%zzs3cret@127.0.0.1/db"
+    with pytest.raises(ServerUnavailable) as raised:
+        parse_dsn(dsn)
+    shown = str(raised.value)
+    assert "not a valid connection string" in shown
+    assert "pw%zzs3cret" not in shown and "zzs3cret" not in shown
+    assert raised.value.__cause__ is None and raised.value.__context__ is None
