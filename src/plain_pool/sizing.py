@@ -11,7 +11,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-
 #: Default connections kept free for admin sessions, migrations, monitoring.
 DEFAULT_RESERVE = 3
 
