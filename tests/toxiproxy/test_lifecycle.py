@@ -8,13 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
+from chaos.reaper import alive, start_time
 from chaos.toxiproxy.harness import REPO_ROOT, ToxiproxyServer
 from chaos.toxiproxy.server import parse_args
-from tests.toxiproxy.conftest import connect, recv_all, roundtrip
+from tests.toxiproxy.conftest import connect, recv_all, roundtrip, wait_until
 
 pytestmark = pytest.mark.toxiproxy_conformance
 
@@ -82,10 +82,7 @@ def test_client_close_closes_upstream(echo_server, tcp_proxy_factory):
     proxy = tcp_proxy_factory(echo_server.host, echo_server.port)
     with connect(proxy.address) as sock:
         assert roundtrip(sock) == b"ping"
-    deadline = time.monotonic() + 5
-    while echo_server.conns and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert echo_server.conns == []
+    assert wait_until(lambda: not echo_server.conns), echo_server.conns
 
 
 def test_server_readiness_config_and_sigterm(tmp_path, echo_server, embedded_only):
@@ -187,19 +184,13 @@ def test_harness_server_dies_with_its_parent(embedded_only):
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
     try:
         child = int(parent.stdout.readline())
+        started = start_time(child)  # the server is alive here: its parent still is
+        assert started is not None
         parent.kill()
         parent.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                break
-            with open(f"/proc/{child}/stat") as f:
-                if f.read().split(") ")[1].startswith("Z"):
-                    break
-            time.sleep(0.05)
-        else:
+        # alive() treats a process that vanishes mid-check, a zombie and a reused pid
+        # (other start time) as gone; 10 s is far beyond a signal's delivery.
+        if not wait_until(lambda: not alive(child, started), timeout=10):
             pytest.fail(f"embedded server {child} outlived its parent")
     finally:
         parent.stdout.close()
