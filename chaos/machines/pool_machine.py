@@ -268,6 +268,7 @@ class PoolMachine(RuleBasedStateMachine):
         env.last_target = self.target.description
         self.handles: dict[int, TargetRequest] = {}
         self._probe_request: TargetRequest | None = None
+        self._extra_probes: list[TargetRequest] = []
         self.limbo: list[TargetRequest] = []
         self.run_id = uuid.uuid4().hex[:8]
         self.tokens = 0
@@ -553,9 +554,41 @@ class PoolMachine(RuleBasedStateMachine):
             return attempts
 
     def _probe_after(self, why: str) -> None:
+        """After a return or a settings change, EVERY idle pooled connection must be clean
+        and configured, not only the one the next checkout gets: psycopg_pool hands out
+        its oldest idle connection first, so the one just returned would wait its turn.
+        The extra probes hold the older ones while the probe checks the newest."""
         if self.model.faults_active or self.model.recovery_pending:
             return  # the recovery probe after the heal does it
-        self._probe(why)
+        idle = int(self.target.stats().get("pool_available", 1) or 1)
+        held: list[TargetRequest] = []
+        try:
+            for number in range(1, idle):
+                probe = self._extra_probe(number)
+                exhausted = self.model.pool_exhausted(self.target.current_pool_id())
+                try:
+                    result = probe.checkout(STEP_BOUND)
+                except PoolTimeout:
+                    with contextlib.suppress(Exception):
+                        probe.give_back(RETURN_BOUND)
+                    break  # the pool shrank meanwhile (max_lifetime, max_idle): no more idle
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        probe.give_back(RETURN_BOUND)
+                    self._failed(Request(PROBE), "checkout", exc)
+                    break
+                held.append(probe)
+                self._check_checkout(Request(PROBE), result, exhausted)
+            self._probe(why)
+        finally:
+            for probe in held:
+                with contextlib.suppress(Exception):
+                    probe.give_back(STEP_BOUND)
+
+    def _extra_probe(self, number: int) -> TargetRequest:
+        while len(self._extra_probes) < number:
+            self._extra_probes.append(self.target.open_request(-len(self._extra_probes) - 1))
+        return self._extra_probes[number - 1]
 
     # -- rules: requests ---------------------------------------------------
     @initialize(target=requests, settings=machine_settings_values)
@@ -876,6 +909,8 @@ class PoolMachine(RuleBasedStateMachine):
             self.nemesis.heal_all()
         if self._probe_request is not None:
             self.handles[PROBE] = self._probe_request
+        for probe in self._extra_probes:
+            self.handles[probe.number] = probe
         for handle in self.limbo:
             self.handles[handle.number + 1_000_000] = handle
         for number, handle in list(self.handles.items()):
@@ -1028,6 +1063,39 @@ class NetworkFaults(FaultRules):
         self._inject(fault)
         if blip:
             self.heal()
+
+    @precondition(lambda self: not self.model.faults_active)
+    @rule(
+        request=PoolMachine.requests,
+        fault=st.runner().flatmap(lambda machine: st.sampled_from(machine.network_faults)),
+        how=st.sampled_from(["begin", "autocommit_off", "idle"]),
+    )
+    def return_over_bad_link(self, request: Request, fault: Fault, how: str) -> None:
+        """A request ends while its link fails: a transaction left open (or none), then the
+        fault, then the return - which must stay bounded (SlowReturn)."""
+        machine: PoolMachine = self  # type: ignore[assignment]
+        if how == "idle":
+            machine.checkout(request)
+        else:
+            machine.leave_transaction_open(request, how, then_give_back=False)
+        self._inject(fault)
+        machine.give_back(request)
+
+    @precondition(lambda self: not self.model.faults_active)
+    @rule(
+        fault=st.runner().flatmap(lambda machine: st.sampled_from(machine.network_faults)),
+        settings=machine_settings_values,
+        how=st.sampled_from(["change_settings", "close_pool"]),
+    )
+    def reconfigure_over_bad_link(self, fault: Fault, settings: SettingsValue, how: str) -> None:
+        """The pool is replaced or closed while the link fails: ensure_timezone() and
+        close_pool() must stay bounded (ReconfigurationHang)."""
+        machine: PoolMachine = self  # type: ignore[assignment]
+        self._inject(fault)
+        if how == "close_pool":
+            machine.close_pool()
+        else:
+            machine.change_settings(settings)
 
 
 class ServerFaults(FaultRules):
