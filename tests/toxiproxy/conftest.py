@@ -14,6 +14,15 @@ import pytest
 from chaos.fixtures.toxiproxy import unique_proxy_name
 from chaos.toxiproxy.harness import ProxyHandle, ToxiproxyServer
 
+SLACK = 2.0
+"""Seconds an upper bound allows past the delay a toxic promises (or past zero, with none).
+
+Timing checks are contracts: a delay cannot be shorter than the toxic's, so lower bounds
+are exact; a busy 2-core machine can stall any step, so an upper bound only tells "bounded"
+from "hung". "Applied or not" is told by a lower bound instead: while a latency of L
+applies, no round trip is faster than L, so a typical one faster than L/2 proves it does not.
+"""
+
 
 class TcpServer:
     """A threaded TCP server on 127.0.0.1 that runs ``handler(conn)`` per connection."""
@@ -157,6 +166,15 @@ def roundtrip(sock: socket.socket, payload: bytes = b"ping") -> bytes:
         data = sock.recv(65536)
         if not data:
             break
+        got += data
+    return got
+
+
+def recv_exactly(sock: socket.socket, size: int, timeout: float = 5.0) -> bytes:
+    """``size`` bytes (fewer only at EOF; raises on timeout)."""
+    sock.settimeout(timeout)
+    got = b""
+    while len(got) < size and (data := sock.recv(size - len(got))):
         got += data
     return got
 
