@@ -3,7 +3,10 @@
 Plain psycopg connections (not the pool) through the test's Toxiproxy proxy,
 with the chaos-safe connect options. Network faults use the shared session
 server; server faults use a server of the test's own (``private_faults``).
-Timing assertions are loose on purpose: two cores, other suites running.
+Timing: a lower bound is what the fault promises (a latency of L cannot answer
+sooner); an upper bound allows ``SLACK`` on top, to tell "bounded" from "hung" on
+a busy two-core machine. "Applied or not" is told by such lower bounds, never by
+comparing with an unfaulted run (that one can stall too).
 """
 
 from __future__ import annotations
@@ -44,15 +47,17 @@ from chaos.faults.strategies import faults as fault_strategy
 
 # -- helpers -------------------------------------------------------------------------------
 
+SLACK = 2.0  # seconds an upper bound allows past what the fault promises
 
-def round_trip_ms(conn: psycopg.Connection[Any], n: int = 5) -> float:
-    """Median milliseconds of ``select 1`` on ``conn``."""
+
+def round_trips_ms(conn: psycopg.Connection[Any], n: int = 5) -> list[float]:
+    """Milliseconds of each of ``n`` ``select 1`` on ``conn`` (one round trip each)."""
     samples = []
     for _ in range(n):
         started = time.perf_counter()
         conn.execute("select 1").fetchone()
         samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+    return samples
 
 
 def assert_works(nemesis: Nemesis) -> None:
@@ -125,16 +130,22 @@ def test_outcomes_follow_the_effects() -> None:
 
 
 def test_latency_adds_to_each_round_trip_and_heal_removes_it(faults: Nemesis) -> None:
+    """Each round trip takes at least the latency; healed, a typical one is far quicker.
+
+    While either fault applies no round trip can take under 95 ms, so a median under
+    50 ms after the heal proves it gone.
+    """
     with faults.connect() as conn:
-        baseline = round_trip_ms(conn)
         with faults.latency(100, jitter=5):
-            slowed = round_trip_ms(conn)
-        with faults.latency(50, stream="both"):  # one per direction: ~100 ms a round trip
-            both = round_trip_ms(conn)
-        healed = round_trip_ms(conn)
-    assert 90 <= slowed - baseline <= 400, (baseline, slowed)
-    assert 90 <= both - baseline <= 400, (baseline, both)
-    assert healed < baseline + 50, (baseline, healed)
+            slowed = round_trips_ms(conn)
+        with faults.latency(50, stream="both"):  # one per direction: 100 ms a round trip
+            both = round_trips_ms(conn)
+        healed = round_trips_ms(conn)
+    assert min(slowed) >= 95 - 0.5, slowed
+    assert statistics.median(slowed) < 105 + SLACK * 1000, slowed
+    assert min(both) >= 100 - 0.5, both
+    assert statistics.median(both) < 100 + SLACK * 1000, both
+    assert statistics.median(healed) < 50, healed
     assert faults.active == []
 
 
@@ -153,8 +164,8 @@ def test_down_refuses_new_connections_and_breaks_open_ones(faults: Nemesis) -> N
         assert_broken(conn)
         started = time.monotonic()
         with pytest.raises(psycopg.OperationalError):
-            faults.connect().close()
-        assert time.monotonic() - started < 2.0  # refused, not timed out
+            faults.connect(connect_timeout=10).close()
+        assert time.monotonic() - started < 5.0  # refused, not timed out (that takes > 9 s)
     conn.close()
     assert_works(faults)
 
@@ -188,17 +199,17 @@ def test_slicer_still_delivers_everything(faults: Nemesis) -> None:
 
 
 def test_bandwidth_slows_a_bulk_query(faults: Nemesis) -> None:
+    """200 kB at 500 kB/s cannot arrive in under 0.4 s: the rate is a ceiling.
+
+    Unthrottled the query takes milliseconds (an unapplied toxic fails the bound unless
+    the machine stalls 0.4 s); no comparison with an unthrottled run, which can stall too.
+    """
     query = "select repeat('x', 200000)"
-    with faults.connect() as conn:
+    with faults.connect() as conn, faults.bandwidth(500):
         started = time.monotonic()
-        conn.execute(query).fetchone()
-        fast = time.monotonic() - started
-        with faults.bandwidth(500):  # 200 kB at 500 kB/s: about 0.4 s
-            started = time.monotonic()
-            assert len(conn.execute(query).fetchone()[0]) == 200000
-            slow = time.monotonic() - started
-    assert slow >= 0.3, slow
-    assert slow > fast + 0.2, (fast, slow)
+        assert len(conn.execute(query).fetchone()[0]) == 200000
+        slow = time.monotonic() - started
+    assert 0.4 - 0.001 <= slow < 0.4 + SLACK, slow
 
 
 def test_slow_close_lets_data_through(faults: Nemesis) -> None:
@@ -211,7 +222,7 @@ def test_timed_close_drops_data_then_closes(faults: Nemesis) -> None:
     with faults.connect() as conn, faults.timed_close(300):
         started = time.monotonic()
         assert_broken(conn)
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 0.3 + SLACK
     assert_works(faults)
 
 
@@ -222,7 +233,8 @@ def test_half_open_new_connection_is_bounded_by_connect_timeout(faults: Nemesis)
         with pytest.raises(psycopg.OperationalError):
             faults.connect(connect_timeout=2).close()
         elapsed = time.monotonic() - started
-    assert 1.5 <= elapsed <= 6.0, elapsed
+    # libpq before 17 counts whole seconds: a 2 s connect_timeout may end after just over 1 s.
+    assert 1.0 <= elapsed < 2.0 + SLACK, elapsed
     assert_works(faults)
 
 
@@ -256,7 +268,7 @@ def test_half_open_query_hangs_past_tcp_timeouts_and_needs_a_client_deadline(
     with query_deadline(guarded, 1.0) as fired, pytest.raises(psycopg.OperationalError):
         guarded.execute("select 1").fetchone()
     assert fired.is_set()
-    assert 0.8 <= time.monotonic() - started <= 4.0
+    assert 1.0 - 0.01 <= time.monotonic() - started < 1.0 + SLACK
     thread.join(2.5 - (time.monotonic() - started))  # well past keepalive + tcp_user_timeout
     assert thread.is_alive(), "the unguarded query should still be waiting"
     fault.heal()  # removing the timeout toxic closes the connection it held
