@@ -201,7 +201,9 @@ def test_churn_leaves_nothing_behind(embedded_only):
             proxy = ProxyHandle.create(server, f"127.0.0.1:{echo_server.port}", "churn")
             with connect(proxy.address) as warm:
                 assert roundtrip(warm) == b"ping"
-            assert wait_until(lambda: server.call("GET", "/debug/state")["connections"] == 0)
+            assert wait_until(
+                lambda: server.call("GET", "/debug/state")["connections"] == 0, timeout=10
+            )
             baseline = server.call("GET", "/debug/state")
             fds = _fd_count(server.pid)
 
