@@ -709,6 +709,20 @@ class PoolMachine(RuleBasedStateMachine):
         if then_give_back:
             self.give_back(request)
 
+    @rule(request=requests)
+    def dirty_everything(self, request: Request) -> None:
+        """Every kind of dirt on one session (server side first, client attributes last, so
+        none refuses the next), then the connection goes back: whatever the reset forgets
+        shows at the next checkout. One step reaches every kind, where drawing one of two
+        dozen kinds at a time leaves the rarer ones unexamined in a whole chaos run."""
+        ordered = sorted(self.dirt, key=lambda dirt: getattr(dirt, "attr", None) is not None)
+        for dirt in ordered:
+            state = self.model.requests[request.number]
+            if state.stuck or (state.holding is not None and state.holding.broken):
+                break
+            self.dirty_session(request, dirt, then_give_back=False)
+        self.give_back(request)
+
     @rule(
         request=requests,
         how=st.sampled_from(["begin", "autocommit_off"]),
