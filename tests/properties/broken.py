@@ -101,17 +101,6 @@ class UnboundedRollbackOnReturn(DatabaseWrapper):
         super()._return_to_pool(conn, entry)
 
 
-class WaitsForPoolWorkers(DatabaseWrapper):
-    """Closes a replaced pool with psycopg_pool's default close(), which joins each worker
-    for up to 5 s: a worker stuck in a connect holds up ensure_timezone() / close_pool()."""
-
-    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
-        try:
-            self._forget_pool(entry)
-        finally:
-            entry.pool.close()
-
-
 class ProbesPoolBeforeReplacing(DatabaseWrapper):
     """Replaces a pool only after psycopg_pool's check() of its idle connections, which has
     no deadline: over a half-open link, ensure_timezone() / close_pool() wait for it."""
@@ -138,7 +127,6 @@ BROKEN: dict[str, type[DatabaseWrapper]] = {
         KeepsStatementCache,
         IgnoresMaxSize,
         UnboundedRollbackOnReturn,
-        WaitsForPoolWorkers,
         ProbesPoolBeforeReplacing,
         ResetOnlyWithHealthChecks,
     )

@@ -109,17 +109,6 @@ def slow_return(state: Checked) -> None:
     state.give_back(request=r0)
 
 
-def reconfiguration_hang(state: Checked) -> None:
-    """Half-open link, a checkout whose probe finds it and refills the pool (its worker is
-    stuck in a connect), then a timezone change replaces the pool."""
-    r0 = state.start(settings=UTC)
-    state.checkout(request=r0)
-    state.give_back(request=r0)
-    state.inject_network_fault(fault=HalfOpen(), blip=False)
-    state.checkout(request=r0)
-    state.change_settings(settings=PARIS)
-
-
 def reconfiguration_waits_for_the_network(state: Checked) -> None:
     """An idle pooled connection, a half-open link, then a timezone change."""
     state.start(settings=UTC)
@@ -162,8 +151,7 @@ PROGRAMS: dict[str, Program] = {
     "PreparedStatementsBroken": prepared_statements_broken,
     "PoolOutOfBounds": pool_out_of_bounds,
     "SlowReturn": slow_return,
-    "ReconfigurationHang": reconfiguration_hang,
-    "ReconfigurationHangProbing": reconfiguration_waits_for_the_network,
+    "ReconfigurationHang": reconfiguration_waits_for_the_network,
     "SessionLeakChecksOff": session_leak_checks_off,
     "SessionLeakResetAll": reset_all_only,
     "PoolClosedButNotForgotten": pool_closed_but_not_forgotten,

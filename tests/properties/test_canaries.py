@@ -33,7 +33,6 @@ from broken import (
     ResetOnlyWithHealthChecks,
     SharesConnectionAcrossThreads,
     UnboundedRollbackOnReturn,
-    WaitsForPoolWorkers,
 )
 from canary_programs import PROGRAMS, Checked
 from hypothesis import Phase, settings
@@ -205,14 +204,6 @@ CANARIES = {
         focus=("leave_transaction_open", "inject_network_fault", "give_back"),
     ),
     "ReconfigurationHang": Canary(
-        WaitsForPoolWorkers,
-        ReconfigurationHang,
-        mixins=(NetworkFaults,),
-        needs_proxy=True,
-        narrow=(("network_faults", (HalfOpen(),)),),
-        focus=("inject_network_fault", "checkout", "give_back", "change_settings"),
-    ),
-    "ReconfigurationHangProbing": Canary(
         ProbesPoolBeforeReplacing,
         ReconfigurationHang,
         mixins=(NetworkFaults,),
