@@ -715,10 +715,14 @@ class PoolMachine(RuleBasedStateMachine):
         none refuses the next), then the connection goes back: whatever the reset forgets
         shows at the next checkout. One step reaches every kind, where drawing one of two
         dozen kinds at a time leaves the rarer ones unexamined in a whole chaos run."""
+        self._step(f"dirty everything on {request!r}")
+        state = self.model.requests[request.number]
+        if not self._checkout(request):
+            return  # no connection (every one held, or a fault): nothing to dirty
         ordered = sorted(self.dirt, key=lambda dirt: getattr(dirt, "attr", None) is not None)
         for dirt in ordered:
-            state = self.model.requests[request.number]
-            if state.stuck or (state.holding is not None and state.holding.broken):
+            holding = state.holding
+            if state.stuck or holding is None or holding.broken:
                 break
             self.dirty_session(request, dirt, then_give_back=False)
         self.give_back(request)
