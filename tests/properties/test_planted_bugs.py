@@ -1,0 +1,108 @@
+"""The chaos run's own machines catch each planted bug, unfocused.
+
+A canary (test_canaries.py) proves an invariant catches its bug when the
+machine is focused on the rules that reach it. This proves more: the very
+machines ``tox -e chaos`` runs on plain_pool (main_machines.py, every rule, the
+chaos budget) find the bug when it is planted in the backend - as a reviewer
+planting it in a copy of plain_pool would see it. Run with ``tox -e planted``
+(minutes per bug: kept out of the default and chaos runs). Each search starts from a
+fixed seed measured to find it (``PLAIN_POOL_CANARY_SEEDS=A-B`` remeasures,
+printing the example each seed needed), with a budget of at least twice that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from broken import ProbesPoolBeforeReplacing, ResetOnlyWithHealthChecks, UnboundedRollbackOnReturn
+from hypothesis import Phase, settings
+from main_machines import sessions_machine, user_check_machine
+from test_canaries import _measured_seeds
+
+from chaos.machines.errors import (
+    CheckFailureRaised,
+    ChildTouchedParentSessions,
+    InvariantViolation,
+    OrphanedSessions,
+    ReconfigurationHang,
+    SessionLeak,
+    SlowReturn,
+)
+from chaos.machines.runner import run_machine_as_test
+
+pytestmark = [pytest.mark.planted, pytest.mark.canary]
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A bug planted in the backend, the machine that must find it, and where it looks."""
+
+    variant: str | type
+    expected: type[InvariantViolation]
+    build: Any = sessions_machine
+    options: tuple[tuple[str, Any], ...] = ()
+    needs_proxy: bool = False
+    seed: int = 0
+    max_examples: int = 40
+    steps: int = 30
+
+
+PLANTED = {
+    "orphaned-sessions": Planted("PoolForgottenNotClosed", OrphanedSessions),
+    "check-error-reaches-caller": Planted(
+        "CatchesOnlyPsycopgErrorsInCheck", CheckFailureRaised, build=user_check_machine
+    ),
+    "unbounded-rollback-on-return": Planted(
+        UnboundedRollbackOnReturn, SlowReturn, needs_proxy=True
+    ),
+    "reconfiguration-waits-for-network": Planted(
+        ProbesPoolBeforeReplacing, ReconfigurationHang, needs_proxy=True
+    ),
+    "child-uses-parents-pool": Planted("SharedAcrossFork", ChildTouchedParentSessions),
+    "no-reset-with-checks-off": Planted(
+        ResetOnlyWithHealthChecks, SessionLeak, options=(("health_checks", False),)
+    ),
+    "notice-handlers-kept": Planted("KeepsNoticeHandlers", SessionLeak),
+}
+
+
+def _search(planted: Planted, env: Any, seed: int, max_examples: int) -> tuple[Any, int]:
+    machine = planted.build(env, variant=planted.variant, **dict(planted.options))
+    chosen = settings(
+        settings(),
+        database=None,
+        phases=[Phase.generate],
+        report_multiple_bugs=False,
+        print_blob=False,
+        max_examples=max_examples,
+        stateful_step_count=planted.steps,
+    )
+    before = env.examples
+    with pytest.raises(InvariantViolation) as raised:
+        run_machine_as_test(machine, chosen, seed=seed)
+    return raised.value, env.first_violation_example - before
+
+
+@pytest.mark.parametrize("bug", list(PLANTED))
+def test_the_chaos_machines_catch_a_planted_bug(bug, machine_env):
+    planted = PLANTED[bug]
+    if planted.needs_proxy and machine_env.proxy is None:
+        pytest.skip("needs the fault proxy")
+    seeds = _measured_seeds()
+    missed = []
+    for seed in seeds or [planted.seed]:
+        try:
+            error, examples = _search(planted, machine_env, seed, planted.max_examples)
+        except pytest.fail.Exception:
+            print(f"{bug}: seed {seed}: not found in {planted.max_examples} examples")
+            missed.append(f"seed {seed}: not found in {planted.max_examples} examples")
+            continue
+        print(f"{bug}: seed {seed}: {type(error).__name__} in example {examples}")
+        if not isinstance(error, planted.expected):
+            missed.append(
+                f"seed {seed}: expected {planted.expected.__name__}, "
+                f"got {type(error).__name__}: {error}"
+            )
+    assert not missed, "\n".join(missed)
