@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 from broken import ProbesPoolBeforeReplacing, ResetOnlyWithHealthChecks, UnboundedRollbackOnReturn
-from hypothesis import Phase, settings
 from main_machines import sessions_machine, user_check_machine
-from test_canaries import _measured_seeds
+from test_canaries import _measured_seeds, find
 
 from chaos.machines.errors import (
     CheckFailureRaised,
@@ -30,7 +29,6 @@ from chaos.machines.errors import (
     SessionLeak,
     SlowReturn,
 )
-from chaos.machines.runner import run_machine_as_test
 
 pytestmark = [pytest.mark.planted, pytest.mark.canary]
 
@@ -68,23 +66,6 @@ PLANTED = {
 }
 
 
-def _search(planted: Planted, env: Any, seed: int, max_examples: int) -> tuple[Any, int]:
-    machine = planted.build(env, variant=planted.variant, **dict(planted.options))
-    chosen = settings(
-        settings(),
-        database=None,
-        phases=[Phase.generate],
-        report_multiple_bugs=False,
-        print_blob=False,
-        max_examples=max_examples,
-        stateful_step_count=planted.steps,
-    )
-    before = env.examples
-    with pytest.raises(InvariantViolation) as raised:
-        run_machine_as_test(machine, chosen, seed=seed)
-    return raised.value, env.first_violation_example - before
-
-
 @pytest.mark.parametrize("bug", list(PLANTED))
 def test_the_chaos_machines_catch_a_planted_bug(bug, machine_env):
     planted = PLANTED[bug]
@@ -94,7 +75,8 @@ def test_the_chaos_machines_catch_a_planted_bug(bug, machine_env):
     missed = []
     for seed in seeds or [planted.seed]:
         try:
-            error, examples = _search(planted, machine_env, seed, planted.max_examples)
+            machine = planted.build(machine_env, variant=planted.variant, **dict(planted.options))
+            error, examples = find(machine, seed, planted.max_examples, planted.steps)
         except pytest.fail.Exception:
             print(f"{bug}: seed {seed}: not found in {planted.max_examples} examples")
             missed.append(f"seed {seed}: not found in {planted.max_examples} examples")
