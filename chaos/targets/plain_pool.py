@@ -39,7 +39,7 @@ from chaos.targets.base import (
     TargetOptions,
     TargetRequest,
 )
-from plain_pool import ConnectionHandler, DatabaseWrapper, pools
+from plain_pool import ConnectionHandler, DatabaseWrapper, pools, session_reset
 from plain_pool.health import CREATED_AT
 
 _aliases = itertools.count(1)
@@ -550,6 +550,11 @@ def _ping(conn: psycopg.Connection, timeout: float) -> None:
     if pgconn.status != ConnStatus.OK:
         raise psycopg.OperationalError("the connection is closed or broken")
     deadline = time.monotonic() + timeout
+    if session_reset.reset_in_flight(conn):
+        # Idle in the pool with its reset on the wire: its answer is the ping (read now,
+        # as the next checkout would; the checkout still configures the session).
+        session_reset.finish_reset(conn, deadline, answer_within=timeout)
+        return
     pgconn.send_query(b"")
     with selectors.DefaultSelector() as selector:
         selector.register(pgconn.socket, selectors.EVENT_READ)

@@ -53,9 +53,9 @@ import heapq
 import itertools
 import logging
 import os
-import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
@@ -63,6 +63,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from plain_pool import _wire
 from plain_pool.pools import PoolEntry
 
 logger = logging.getLogger("plain_pool.health")
@@ -79,8 +80,11 @@ HEALTH_CHECK_TIMEOUT = 2.0
 #: Upper bound of the rollback + session reset when a connection is returned.
 RESET_TIMEOUT = 2.0
 
+#: How often the deadline watchdog looks for connections past their deadline.
+WATCHDOG_TICK = 0.1
 
-class HealthCheckTimeout(psycopg.OperationalError):
+
+class HealthCheckTimeout(_wire.AnswerTimeout):
     """The health probe got no answer in time: the connection is treated as dead."""
 
 
@@ -98,23 +102,12 @@ def check_connection(conn: psycopg.Connection, timeout: float = HEALTH_CHECK_TIM
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         name = pq.TransactionStatus(pgconn.transaction_status).name
         raise psycopg.OperationalError(f"the connection is not idle ({name})")
-    deadline = monotonic() + timeout
-    pgconn.send_query(b"")
-    with selectors.DefaultSelector() as selector:
-        selector.register(pgconn.socket, selectors.EVENT_READ)
-        while pgconn.flush() != 0:  # a tiny message: normally sent at once
-            pass
-        while True:
-            pgconn.consume_input()
-            if not pgconn.is_busy():
-                break
-            remaining = deadline - monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise HealthCheckTimeout(f"no answer to the health probe within {timeout:.2f} s")
-    while (result := pgconn.get_result()) is not None:
-        if result.status not in (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK):
-            message = (result.error_message or b"").decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"health probe failed: {message}")
+    _wire.send(pgconn, b"")
+    try:
+        _wire.wait_until_answered(pgconn, monotonic() + timeout, "health probe")
+    except _wire.AnswerTimeout as exc:
+        raise HealthCheckTimeout(f"no answer to the health probe within {timeout:.2f} s") from exc
+    _wire.collect(pgconn, (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK), "health probe")
 
 
 def stamp_created(conn: psycopg.Connection) -> None:
@@ -169,19 +162,23 @@ def checkout(
     timeout: float | None = None,
     *,
     failures: tuple[type[BaseException], ...] = (Exception,),
+    finish_reset: Callable[[PoolEntry, psycopg.Connection, float], bool | None] | None = None,
 ) -> psycopg.Connection:
-    """Get a connection from ``entry.pool`` that passed ``check`` (if any).
+    """Get a connection from ``entry.pool`` whose reset finished and that passed ``check``.
 
-    ``failures``: what a failing check may raise for its connection to be
-    discarded and the checkout retried (anything else propagates).
+    ``finish_reset(entry, conn, deadline)`` reads the reset sent when the
+    connection was last returned (None: none was in flight, True: its answer
+    arrived just now). A reset that fails discards the connection like a
+    failed check. The default probe is skipped when the reset's answer
+    arrived just now: that answer IS a probe. ``failures``: what a failing
+    check may raise for its connection to be discarded and the checkout
+    retried (anything else propagates).
     """
     from psycopg_pool import PoolTimeout  # lazily: plain_pool imports without psycopg_pool
 
     pool = entry.pool
     if timeout is None:
         timeout = pool.timeout
-    if check is None:
-        return pool.getconn(timeout=timeout)
     deadline = monotonic() + timeout
     while True:
         remaining = deadline - monotonic()
@@ -191,9 +188,24 @@ def checkout(
             conn = pool.getconn(timeout=remaining)
         except PoolTimeout:
             raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec") from None
+        fresh: bool | None = None
+        if finish_reset is not None:
+            try:
+                fresh = finish_reset(entry, conn, deadline)
+            except Exception as exc:
+                entry.counters["reset_failures"] += 1
+                logger.info("pooled connection failed its session reset: %s", exc)
+                discard(entry, conn)
+                drain_for(entry, conn)
+                continue
+            except BaseException:
+                discard(entry, conn)  # its reset was interrupted: the session may be dirty
+                raise
+        if check is None or (fresh and check is check_connection):
+            return conn
         try:
             if check is check_connection:
-                check_connection(conn, min(remaining, HEALTH_CHECK_TIMEOUT))
+                check_connection(conn, min(deadline - monotonic(), HEALTH_CHECK_TIMEOUT))
             else:
                 check(conn)
         except failures as exc:
@@ -242,52 +254,49 @@ class _Watchdog:
     """One daemon thread that shuts down the sockets of connections past their deadline.
 
     Cheaper than a ``threading.Timer`` per return (a thread each): arming is a
-    heap push under a lock, and the thread is only woken when the new deadline
-    is the earliest. The shutdown runs under the lock, so a disarmed entry's
-    connection (which its owner may close right after) is never touched.
+    heap push under a lock and wakes nobody - the thread looks at the heap
+    every :data:`WATCHDOG_TICK` seconds, so a deadline fires up to one tick
+    late (the deadlines are seconds long). A wake-up per arm measured as a
+    thread switch per checkout. The shutdown runs under the lock, so a
+    disarmed entry's connection (which its owner may close right after) is
+    never touched.
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._heap: list[list[Any]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
     def arm(self, conn: psycopg.Connection, seconds: float) -> list[Any]:
         entry = [monotonic() + seconds, next(self._seq), conn]
-        with self._cond:
+        with self._lock:
             heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():  # first use, or a fork
                 self._thread = threading.Thread(
                     target=self._run, name="plain_pool-return-deadline", daemon=True
                 )
                 self._thread.start()
-            if self._heap[0] is entry:
-                self._cond.notify()
         return entry
 
     def disarm(self, entry: list[Any]) -> None:
-        with self._cond:
+        with self._lock:
             entry[2] = None
 
     def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][2] is None:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                delay = self._heap[0][0] - monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                entry = heapq.heappop(self._heap)
-                conn, entry[2] = entry[2], None
-                try:
-                    shutdown_socket(conn)
-                except Exception as exc:  # never let the watchdog die
-                    logger.warning("could not shut down %r past its deadline: %s", conn, exc)
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            now = monotonic()
+            with self._lock:
+                while self._heap and (self._heap[0][2] is None or self._heap[0][0] <= now):
+                    entry = heapq.heappop(self._heap)
+                    conn, entry[2] = entry[2], None
+                    if conn is None:
+                        continue
+                    try:
+                        shutdown_socket(conn)
+                    except Exception as exc:  # never let the watchdog die
+                        logger.warning("could not shut down %r past its deadline: %s", conn, exc)
 
 
 _WATCHDOG = _Watchdog()

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from time import monotonic
 from typing import Any
 
 from psycopg_pool import ConnectionPool
+
+from plain_pool import session_reset
+from plain_pool.health import RESET_TIMEOUT
 
 try:  # private API, guarded below
     from psycopg_pool.base import AttemptWithBackoff
@@ -46,7 +50,12 @@ def _private_api_ok() -> bool:
         hasattr(AttemptWithBackoff, name)
         for name in ("INITIAL_DELAY", "DELAY_BACKOFF", "update_delay", "time_to_give_up")
     )
-    return params == ["self", "attempt", "growing"] and attempt_api
+    try:
+        reset_params = list(inspect.signature(ConnectionPool._reset_connection).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return False
+    reset_api = reset_params == ["self", "conn"]
+    return params == ["self", "attempt", "growing"] and attempt_api and reset_api
 
 
 PRIVATE_API_OK = _private_api_ok()
@@ -73,9 +82,39 @@ if AttemptWithBackoff is not None:
 
 
 class RecoveringConnectionPool(ConnectionPool):
-    """A ConnectionPool whose reconnection attempts use :class:`ShortBackoff`."""
+    """A ConnectionPool whose reconnection attempts use :class:`ShortBackoff`, and which
+    keeps connections returned with their session reset in flight.
+
+    psycopg_pool closes a connection returned ACTIVE (a query still running):
+    right for a caller that walked away mid-query, wrong for one whose
+    ``DISCARD ALL`` was sent on purpose and will be read at the next checkout
+    (``plain_pool.session_reset.send_reset``). Its ``check()`` reads that
+    result before probing; ``getconn`` hands such a connection out as is: the
+    wrapper's checkout finishes the reset (a connection taken straight from
+    the pool fails its first query loudly, never runs it on a dirty session).
+    """
+
+    #: Read by the wrapper: the reset may be sent on return and finished at checkout.
+    accepts_reset_in_flight = PRIVATE_API_OK
 
     def _add_connection(self, attempt: Any, growing: bool = False) -> None:
         if attempt is None and PRIVATE_API_OK:
             attempt = ShortBackoff(timeout=self.reconnect_timeout)
         super()._add_connection(attempt, growing=growing)
+
+    def _reset_connection(self, conn: Any) -> None:
+        if session_reset.reset_in_flight(conn):
+            return  # left ACTIVE on purpose: finished at the next checkout
+        super()._reset_connection(conn)
+
+    @staticmethod
+    def check_connection(conn: Any) -> None:
+        """``check()``'s probe: the reset in flight first (bounded), then psycopg_pool's."""
+        try:
+            session_reset.finish_reset(
+                conn, monotonic() + RESET_TIMEOUT, answer_within=RESET_TIMEOUT
+            )
+        except session_reset.ResetFailed:
+            conn.close()  # check() drops it without closing: it may still be open
+            raise
+        ConnectionPool.check_connection(conn)

@@ -281,7 +281,12 @@ class DatabaseWrapper:
         return entry.pool if entry is not None else None
 
     def _checkout(self, entry: pools.PoolEntry) -> psycopg.Connection:
-        return health.checkout(entry, self._checkout_check(), failures=self.check_failures)
+        return health.checkout(
+            entry,
+            self._checkout_check(),
+            failures=self.check_failures,
+            finish_reset=self._finish_reset,
+        )
 
     def _get_pooled_connection(self) -> tuple[pools.PoolEntry, psycopg.Connection]:
         from psycopg_pool import PoolClosed
@@ -428,9 +433,10 @@ class DatabaseWrapper:
             self._putconn(entry, conn)  # a closed pool closes it
             return
         try:
-            with health.return_deadline(conn):  # a half-open link must not hang close()
-                self._end_transaction_on_return(conn)
-                self._reset_session(conn, entry)
+            if status != TransactionStatus.IDLE:
+                with health.return_deadline(conn):  # a half-open link must not hang close()
+                    self._end_transaction_on_return(conn)
+            self._reset_session(conn, entry)
         except Exception as exc:
             entry.counters["reset_failures"] += 1
             logger.warning("session reset failed, discarding the connection: %s", exc)
@@ -448,17 +454,46 @@ class DatabaseWrapper:
             conn.rollback()
 
     def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        """The reset on return (see session_reset.py). Overridable strategy."""
+        """The reset on return (see session_reset.py). Overridable strategy.
+
+        ``discard_all`` on a pool that accepts it: sent now, finished at the next
+        checkout (:meth:`_finish_reset`). Otherwise run here, within the return deadline.
+        """
         configurer = entry.configurer or self  # configure for the POOL's settings
-        session_reset.reset_session(
-            conn,
-            statements=session_reset.STRATEGIES[self.reset_strategy],
-            configure=configurer._configure_pooled,
-            session_zone_after_reset=entry.zone,
-            prepare_threshold=configurer.settings.prepare_threshold,
-            cursor_factory=configurer._cursor_factory(),
-        )
+        prepare_threshold = configurer.settings.prepare_threshold
+        cursor_factory = configurer._cursor_factory()
+        if self.reset_strategy == "discard_all" and getattr(
+            entry.pool, "accepts_reset_in_flight", False
+        ):
+            session_reset.send_reset(
+                conn, prepare_threshold=prepare_threshold, cursor_factory=cursor_factory
+            )
+            entry.counters["resets"] += 1
+            return
+        with health.return_deadline(conn):  # a half-open link must not hang close()
+            session_reset.reset_session(
+                conn,
+                statements=session_reset.STRATEGIES[self.reset_strategy],
+                configure=configurer._configure_pooled,
+                session_zone_after_reset=entry.zone,
+                prepare_threshold=prepare_threshold,
+                cursor_factory=cursor_factory,
+            )
         entry.counters["resets"] += 1
+
+    def _finish_reset(
+        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
+    ) -> bool | None:
+        """At checkout: the reset sent on return, read; then the pool's configuration.
+
+        ``None``: no reset was in flight (a new connection, configured by the
+        pool). True: its answer arrived just now (the connection is alive).
+        """
+        fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
+        if session_reset.take_configure_due(conn):
+            with health.return_deadline(conn):  # SET ROLE over a half-open link
+                (entry.configurer or self)._configure_pooled(conn)
+        return fresh
 
     # -- time zone ------------------------------------------------------------
     def _on_timezone_change(self, entry: pools.PoolEntry) -> None:

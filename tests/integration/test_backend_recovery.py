@@ -177,24 +177,30 @@ def test_canary_backoff_recovery(private_postgres, make_db_settings):
     assert problems != []
 
 
-def test_return_over_a_half_open_link_is_bounded(pg_proxy, postgres):
-    """The reset on return has a deadline: a black-holed link cannot block ``close()``.
+def _half_open_settings(pg_proxy, postgres) -> dict:
+    from chaos.faults import chaos_db_settings
 
-    Keepalives do not fire (the proxy's kernel ACKs everything) and the
-    server never sees the rollback / DISCARD ALL, so without the deadline the
-    caller waits until the link heals - here never, within the test.
-    """
-    from chaos.faults import Nemesis, chaos_db_settings, make
-    from plain_pool import health
-
-    settings = chaos_db_settings(
+    return chaos_db_settings(
         pg_proxy,
         postgres,
         POSTGRES_POOL={"min_size": 1, "max_size": 1, "timeout": 1.0},
         POSTGRES_CONN_HEALTH_CHECKS=True,
     )
-    db = DatabaseWrapper(settings, alias="return-deadline")
-    db.cursor().execute("SELECT 1")
+
+
+def test_return_over_a_half_open_link_is_bounded(pg_proxy, postgres):
+    """The rollback on return has a deadline: a black-holed link cannot block ``close()``.
+
+    Keepalives do not fire (the proxy's kernel ACKs everything) and the
+    server never sees the rollback, so without the deadline the caller
+    waits until the link heals - here never, within the test.
+    """
+    from chaos.faults import Nemesis, make
+    from plain_pool import health
+
+    db = DatabaseWrapper(_half_open_settings(pg_proxy, postgres), alias="return-deadline")
+    db.set_autocommit(False)
+    db.cursor().execute("SELECT 1")  # a transaction left open: close() must roll it back
     nemesis = Nemesis(pg_proxy, postgres)
     with nemesis.apply(make("half_open")):
         started = time.monotonic()
@@ -205,4 +211,30 @@ def test_return_over_a_half_open_link_is_bounded(pg_proxy, postgres):
     assert health.RESET_TIMEOUT * 0.9 <= took <= health.RESET_TIMEOUT + 2.0, took
     # The broken connection was discarded, not pooled: the next checkout works.
     db.cursor().execute("SELECT 1")
+    db.close_pool()
+
+
+def test_reset_in_flight_over_a_half_open_link_is_never_handed_out(pg_proxy, postgres):
+    """The reset is sent on return and read at the next checkout: over a half-open link
+    ``close()`` does not wait at all, and the next checkout gives up on that connection
+    within its own timeout (its reset never answers) instead of handing it out."""
+    from psycopg_pool import PoolTimeout
+
+    from chaos.faults import Nemesis, make
+
+    db = DatabaseWrapper(_half_open_settings(pg_proxy, postgres), alias="reset-in-flight")
+    db.cursor().execute("SELECT 1")
+    nemesis = Nemesis(pg_proxy, postgres)
+    with nemesis.apply(make("half_open")):
+        started = time.monotonic()
+        db.close()
+        took_close = time.monotonic() - started
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            db.cursor().execute("SELECT 1")
+        took_checkout = time.monotonic() - started
+    assert took_close < 0.5, took_close  # nothing waited for: the reset is in flight
+    assert 0.9 <= took_checkout <= 1.0 + 2.0, took_checkout  # the pool timeout, then no more
+    assert db.pool_stats()["reset_failures"] == 1
+    db.cursor().execute("SELECT 1")  # healed: a new connection
     db.close_pool()

@@ -119,6 +119,33 @@ class ResetOnlyWithHealthChecks(DatabaseWrapper):
             super()._reset_session(conn, entry)
 
 
+class HandsOutResetInFlight(DatabaseWrapper):
+    """The checkout never reads the reset sent on return: the next request gets a
+    connection whose ``DISCARD ALL`` is still on the wire."""
+
+    def _finish_reset(
+        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
+    ) -> bool | None:
+        return None
+
+
+class ConfiguresOnlyWhatItFinished(DatabaseWrapper):
+    """Configures a session only when this checkout read its reset: a reset finished
+    by the pool's own ``check()`` leaves the session unconfigured (no ``SET ROLE``).
+    The suite found this one in the first version of the reset in flight."""
+
+    def _finish_reset(
+        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
+    ) -> bool | None:
+        from plain_pool import health, session_reset
+
+        fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
+        session_reset.take_configure_due(conn)
+        if fresh is not None:
+            (entry.configurer or self)._configure_pooled(conn)
+        return fresh
+
+
 BROKEN: dict[str, type[DatabaseWrapper]] = {
     cls.__name__: cls
     for cls in (
@@ -129,5 +156,7 @@ BROKEN: dict[str, type[DatabaseWrapper]] = {
         UnboundedRollbackOnReturn,
         ProbesPoolBeforeReplacing,
         ResetOnlyWithHealthChecks,
+        HandsOutResetInFlight,
+        ConfiguresOnlyWhatItFinished,
     )
 }

@@ -139,6 +139,22 @@ def hard_wired_configuration(state: Checked) -> None:
     state.start(settings=UTC)
 
 
+def reset_in_flight_handed_out(state: Checked) -> None:
+    r0 = state.start(settings=UTC)
+    state.checkout(request=r0)
+    state.give_back(request=r0)
+    state.checkout(request=r0)
+
+
+def reset_finished_by_the_pool_check(state: Checked) -> None:
+    r0 = state.start(settings=UTC)
+    state.change_settings_in_request(
+        request=r0, settings=SettingsValue("UTC", use_tz=False, role="chaos_app")
+    )
+    state.check_pool()
+    state.checkout(request=r0)
+
+
 PROGRAMS: dict[str, Program] = {
     "SessionLeak": session_leak,
     "StaleTimezone": stale_timezone,
@@ -156,4 +172,6 @@ PROGRAMS: dict[str, Program] = {
     "SessionLeakResetAll": reset_all_only,
     "PoolClosedButNotForgotten": pool_closed_but_not_forgotten,
     "HardWiredConfiguration": hard_wired_configuration,
+    "ResetInFlightHandedOut": reset_in_flight_handed_out,
+    "ResetFinishedByPoolCheck": reset_finished_by_the_pool_check,
 }

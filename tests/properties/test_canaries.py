@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import pytest
 from broken import (
+    ConfiguresOnlyWhatItFinished,
+    HandsOutResetInFlight,
     IgnoresMaxSize,
     KeepsStatementCache,
     NeverExpires,
@@ -243,6 +245,25 @@ CANARIES = {
         options=TargetOptions(max_size=1, timeout=0.5, user_check=ScriptedCheck),
         narrow=(("check_hows", ("close_and_return",)),),
         focus=("fail_next_checks",),
+    ),
+    # The reset in flight (sent on return, read at checkout), never read: the next
+    # request's first query meets the DISCARD ALL still on the wire.
+    # With health checks on, the probe finds the connection busy and discards it: safe.
+    # Caught by the fingerprint (transaction status ACTIVE) before any query fails.
+    "ResetInFlightHandedOut": Canary(
+        HandsOutResetInFlight,
+        SessionLeak,
+        options=TargetOptions(max_size=1, timeout=0.5, health_checks=False),
+        focus=("checkout", "give_back"),
+    ),
+    # A reset finished by pool.check() (not by a checkout): the session must still be
+    # configured at the next checkout.
+    "ResetFinishedByPoolCheck": Canary(
+        ConfiguresOnlyWhatItFinished,
+        UnconfiguredConnection,
+        roles=(None, "chaos_app"),
+        focus=("checkout", "give_back", "check_pool", "change_settings_in_request"),
+        seed=3,  # measured: found in example 3 (seeds 0-9: 3-26, two misses in 32)
     ),
 }
 

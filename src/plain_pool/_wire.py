@@ -1,0 +1,76 @@
+"""Queries at the libpq level with a deadline.
+
+Why: psycopg's ``execute`` waits without a deadline, so over a half-open link
+(a dead peer behind something that still ACKs) it blocks until the kernel
+gives up, far past any checkout timeout. The health probe and the reset in
+flight both need "send now, and give up at this instant". The socket is the
+caller's alone while this runs (a checked-out connection, or one the pool
+has not handed to anybody).
+"""
+
+from __future__ import annotations
+
+import selectors
+from time import monotonic
+
+import psycopg
+from psycopg import pq
+
+
+class AnswerTimeout(psycopg.OperationalError):
+    """The server did not answer in time: the connection is treated as dead."""
+
+
+def send(pgconn: pq.abc.PGconn, query: bytes) -> None:
+    """Send ``query`` (simple protocol) without waiting for its result.
+
+    psycopg's connections are non-blocking: what the kernel does not take at
+    once stays in libpq's buffer and goes out in :func:`wait_until_answered`.
+    """
+    pgconn.send_query(query)
+    pgconn.flush()
+
+
+def wait_until_answered(pgconn: pq.abc.PGconn, deadline: float, what: str) -> bool:
+    """Flush, then read until the results of what was sent are all in.
+
+    Returns True if it had to wait on the socket (the answer arrived just now:
+    the server was alive a moment ago), False if the answer was already
+    buffered. Raises :class:`AnswerTimeout` at ``deadline``.
+    """
+    waited = False
+    with selectors.DefaultSelector() as selector:
+        selector.register(pgconn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while pgconn.flush() != 0:
+            if not _select(selector, deadline):
+                raise AnswerTimeout(f"could not send the {what} in time")
+            waited = True
+        selector.modify(pgconn.socket, selectors.EVENT_READ)
+        while True:
+            pgconn.consume_input()
+            if not pgconn.is_busy():
+                return waited
+            if not _select(selector, deadline):
+                raise AnswerTimeout(f"no answer to the {what} in time")
+            waited = True
+
+
+def _select(selector: selectors.BaseSelector, deadline: float) -> bool:
+    remaining = deadline - monotonic()
+    return remaining > 0 and bool(selector.select(remaining))
+
+
+def collect(pgconn: pq.abc.PGconn, ok: tuple[pq.ExecStatus, ...], what: str) -> None:
+    """Read every result (the connection is then idle); raise if one is not ``ok``."""
+    failure: str | None = None
+    while (result := pgconn.get_result()) is not None:
+        if failure is None and result.status not in ok:
+            failure = (result.error_message or b"").decode(errors="replace").strip()
+    if failure is not None:
+        raise psycopg.OperationalError(f"{what} failed: {failure}")
+
+
+def drop_notifications(pgconn: pq.abc.PGconn) -> None:
+    """Notifications libpq read but nobody took: nobody will (the session was reset)."""
+    while pgconn.notifies() is not None:
+        pass
