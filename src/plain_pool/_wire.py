@@ -10,7 +10,7 @@ has not handed to anybody).
 
 from __future__ import annotations
 
-import selectors
+import select
 from time import monotonic
 
 import psycopg
@@ -36,28 +36,31 @@ def wait_until_answered(pgconn: pq.abc.PGconn, deadline: float, what: str) -> bo
 
     Returns True if it had to wait on the socket (the answer arrived just now:
     the server was alive a moment ago), False if the answer was already
-    buffered. Raises :class:`AnswerTimeout` at ``deadline``.
+    buffered. Raises :class:`AnswerTimeout` at ``deadline``. ``poll``, not a
+    selector: no descriptor to create and close on every call.
     """
-    waited = False
-    with selectors.DefaultSelector() as selector:
-        selector.register(pgconn.socket, selectors.EVENT_READ | selectors.EVENT_WRITE)
-        while pgconn.flush() != 0:
-            if not _select(selector, deadline):
-                raise AnswerTimeout(f"could not send the {what} in time")
-            waited = True
-        selector.modify(pgconn.socket, selectors.EVENT_READ)
-        while True:
-            pgconn.consume_input()
-            if not pgconn.is_busy():
-                return waited
-            if not _select(selector, deadline):
-                raise AnswerTimeout(f"no answer to the {what} in time")
-            waited = True
+    if pgconn.flush() == 0:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return False  # already there: the common case for a reset in flight
+    fd = pgconn.socket
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while pgconn.flush() != 0:
+        if not _poll(poller, deadline):
+            raise AnswerTimeout(f"could not send the {what} in time")
+    poller.modify(fd, select.POLLIN)
+    while True:
+        if not _poll(poller, deadline):
+            raise AnswerTimeout(f"no answer to the {what} in time")
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            return True
 
 
-def _select(selector: selectors.BaseSelector, deadline: float) -> bool:
+def _poll(poller: select.poll, deadline: float) -> bool:
     remaining = deadline - monotonic()
-    return remaining > 0 and bool(selector.select(remaining))
+    return remaining > 0 and bool(poller.poll(remaining * 1000))
 
 
 def collect(pgconn: pq.abc.PGconn, ok: tuple[pq.ExecStatus, ...], what: str) -> None:
