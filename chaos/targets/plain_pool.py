@@ -111,14 +111,17 @@ OVERRIDE_SQL = "SET lock_timeout = '4321ms'"
 
 
 def with_configure_override(base: type[DatabaseWrapper]) -> type[DatabaseWrapper]:
-    """``base`` with ``_configure_role`` overridden to set one more GUC: a backend that
-    configures through hard-wired functions instead of its overridable hooks shows up as
-    a checkout without it."""
+    """``base`` with a configurer subclass whose ``configure_role`` sets one more GUC: a
+    backend that configures some path with the base configurer instead of the one it was
+    given shows up as a checkout without it."""
+
+    class OverridingConfigurer(base.configurer_class):  # type: ignore[misc,name-defined]
+        def configure_role(self, conn: psycopg.Connection) -> bool:
+            conn.execute(OVERRIDE_SQL, prepare=False)
+            return super().configure_role(conn)
 
     class WithConfigureOverride(base):  # type: ignore[misc,valid-type]
-        def _configure_role(self, conn: psycopg.Connection) -> bool:
-            conn.execute(OVERRIDE_SQL, prepare=False)
-            return super()._configure_role(conn)
+        configurer_class = OverridingConfigurer
 
     WithConfigureOverride.__name__ = f"{base.__name__}WithConfigureOverride"
     return WithConfigureOverride

@@ -4,6 +4,7 @@ Public API::
 
     from plain_pool import ImproperlyConfigured, DatabaseSettings, DatabaseWrapper
     from plain_pool import ConnectionHandler, connections
+    from plain_pool import SessionConfigurer  # subclass it to change how sessions are set up
 
 See ``DatabaseWrapper`` for the connection lifecycle and ``session_reset`` for
 what happens when a pooled connection is returned.
@@ -11,6 +12,7 @@ what happens when a pooled connection is returned.
 
 from __future__ import annotations
 
+from plain_pool.configuration import SessionConfigurer
 from plain_pool.exceptions import (
     ConnectionClosedInAtomicBlock,
     ImproperlyConfigured,
@@ -32,6 +34,7 @@ __all__ = [
     "DatabaseWrapper",
     "ImproperlyConfigured",
     "ServerSideCursorsDisabled",
+    "SessionConfigurer",
     "SettingsRef",
     "TransactionManagementError",
     "close_all_pools",

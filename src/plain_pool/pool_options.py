@@ -44,7 +44,7 @@ KNOWN_OPTIONS: dict[str, str] = {
 
 #: Keys the backend owns: accepting them would break the backend's guarantees.
 RESERVED_OPTIONS: dict[str, str] = {
-    "configure": "the backend configures connections itself (_configure_connection)",
+    "configure": "the backend configures connections itself (DatabaseWrapper.configurer_class)",
     "reset": "the backend resets sessions on return, in the caller's thread",
     "kwargs": "connection parameters come from the POSTGRES_* settings",
     "conninfo": "connection parameters come from the POSTGRES_* settings",

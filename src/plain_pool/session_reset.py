@@ -7,51 +7,47 @@ by one request reaches the next one. Nor does either touch the client side of
 the psycopg connection: a row factory, a notice handler, an adapter or a
 ``prepare_threshold`` one request set is what the next one gets.
 
-The reset runs in the CALLER's thread, before ``putconn`` (a pool ``reset``
-callback would move the return to a worker thread and cost a thread
-hand-off per checkout). Steps:
+The default reset (``discard_all``) is IN FLIGHT: sent on return, read at
+the next checkout (:func:`send_reset`, :func:`finish_reset`), so its round
+trip overlaps the time the connection sits in the pool. Steps:
 
-1. the transaction was already rolled back by the caller (never committed);
-2. the client side back to what a new connection has (no round trip):
-   :func:`client_defaults` (autocommit, isolation level, read only,
-   deferrable, prepare_threshold, prepared_max, row, cursor and server-cursor
-   factories) and, through psycopg's private attributes (no public API),
-   the notice and notify handlers a request added and the adapters it
-   registered on the connection (:data:`PRIVATE_CLIENT_STATE`);
-3. ``DISCARD ALL`` as its own statement (it cannot share a
-   multi-statement string: PostgreSQL runs such a string as one implicit
-   transaction block), then the configure statements, all executed with
-   ``prepare=False`` so the reset itself is never prepared. Deviation from
-   the "one pipeline round trip" plan, measured: psycopg 3.3's pipeline
-   enter/exit costs more than a round trip on loopback (1.6k vs 4.7k
-   ``DISCARD ALL``/s), and in the common case (zone already in the startup
-   options, no ``assume_role``) configure sends nothing, so the reset is ONE
-   plain round trip. Multi-statement strategies (``keep_prepared``) use a
-   pipeline;
-4. psycopg's client-side prepared-statement cache is forgotten: psycopg only
-   notices a ``DISCARD ALL`` the first time a given query text runs, after
-   which its cache would name statements the server no longer has
-   (``prepared statement "_pg3_0" does not exist``);
-5. notifications received but never consumed are dropped, AFTER the
-   statements (the session listens until ``DISCARD ALL``/``UNLISTEN *``
-   runs): psycopg keeps them for ``conn.notifies()``, which would hand the
-   previous user's notifications to the next one.
+1. on return, in the caller's thread (a pool ``reset`` callback would cost a
+   thread hand-off per checkout): the transaction was already rolled back
+   (never committed); the client side goes back to what a new connection
+   has, without a round trip: :func:`client_defaults` (autocommit,
+   isolation level, read only, deferrable, prepare_threshold, prepared_max,
+   row, cursor and server-cursor factories) and, through psycopg's private
+   attributes (no public API), the notice and notify handlers a request
+   added and the adapters it registered (:data:`PRIVATE_CLIENT_STATE`);
+2. ``DISCARD ALL`` is SENT (simple protocol, never prepared) and psycopg's
+   client-side prepared-statement cache is forgotten (psycopg would
+   otherwise name statements the server no longer has: ``prepared
+   statement "_pg3_0" does not exist``). The connection goes back to the
+   pool ACTIVE at the libpq level: any query tried on it fails loudly;
+3. at the next checkout (or in the pool's ``check()``) its answer is read,
+   with a deadline; a failure or no answer discards the connection, which
+   is never handed out. Then notifications received before the reset are
+   dropped (psycopg would hand them to the next user's ``notifies()``), and
+   the checkout configures the session (``SET ROLE``; the zone is in the
+   startup options, which ``DISCARD ALL`` restores).
+
+Measured (``tox -e bench``): the round trip on the caller's path cost a
+third of the checkouts per second. Multi-statement strategies
+(``keep_prepared``, and ``reset_all`` for a canary) still run on return,
+in a pipeline, within the return deadline (:func:`reset_session`).
 
 Stale ``parameter_status`` inside a pipeline (multi-statement strategies):
-the configure step decides
-whether to ``SET TIME ZONE`` by comparing the session's zone with the
-configured one, but inside the pipeline the ``DISCARD ALL`` result has not
-been read yet. Rather than trusting the stale value, the reset tells the
-configure step what the zone WILL be after ``DISCARD ALL``: the zone in the
+the configure step decides whether to ``SET TIME ZONE`` by comparing the
+session's zone with the configured one, but inside the pipeline the
+``DISCARD ALL`` result has not been read yet. So the reset tells the
+configure step what the zone WILL be after the reset: the zone in the
 pool's startup options (``-c TimeZone=...``), which is what ``RESET``
 restores. When that is the configured zone (the normal case) no ``SET`` is
 sent; when it is not (the pool predates a zone change) the ``SET`` is sent.
-So the decision is exact, never a missing ``SET``.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
@@ -86,11 +82,6 @@ STRATEGIES: dict[str, tuple[str, ...]] = {
     "keep_prepared": KEEP_PREPARED,
     "reset_all": RESET_ALL_ONLY,
 }
-
-#: Set on a connection while its reset runs: the zone the session will have
-#: after the reset statements (read by DatabaseWrapper._session_timezone).
-SESSION_ZONE_HINT = "_plain_pool_session_zone"
-
 
 #: psycopg's default ``Connection.prepared_max`` (what a new connection has).
 PSYCOPG_PREPARED_MAX = 100
@@ -292,7 +283,7 @@ def reset_session(
     conn: psycopg.Connection,
     *,
     statements: Sequence[str],
-    configure: Callable[[psycopg.Connection], Any],
+    configure: Callable[..., Any],
     session_zone_after_reset: str | None,
     prepare_threshold: int | None,
     cursor_factory: type[psycopg.Cursor[Any]] | None,
@@ -316,12 +307,7 @@ def reset_session(
                 sql = user_prepared_statements_sql(conn)
                 if sql:
                     conn.execute(sql, prepare=False)  # type: ignore[call-overload]
-            setattr(conn, SESSION_ZONE_HINT, session_zone_after_reset)
-            try:
-                configure(conn)
-            finally:
-                with contextlib.suppress(AttributeError):
-                    delattr(conn, SESSION_ZONE_HINT)
+            configure(conn, session_zone=session_zone_after_reset)
     if not keeps_prepared:
         forget_client_prepared_statements(conn)
     forget_pending_notifications(conn)

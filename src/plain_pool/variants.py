@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import psycopg
 
 from plain_pool import pools
+from plain_pool.configuration import SessionConfigurer
 from plain_pool.wrapper import DatabaseWrapper
 
 
@@ -62,11 +63,16 @@ class PutconnToCurrentPool(DatabaseWrapper):
         (self._pool_entry(create=True) or entry).pool.putconn(conn)
 
 
-class ConfigureOnlyWhenNotPooled(DatabaseWrapper):
-    """Configuration only on the non-pooled path (no configure for the pool)."""
-
-    def _configure_pooled(self, conn: psycopg.Connection) -> None:
+class _ConfiguresNothing(SessionConfigurer):
+    def configure(self, conn: psycopg.Connection, *, session_zone: str | None = None) -> None:
         pass
+
+
+class ConfigureOnlyWhenNotPooled(DatabaseWrapper):
+    """Configuration only on the non-pooled path (the pool's configurer does nothing)."""
+
+    def _pool_configurer(self) -> SessionConfigurer:
+        return _ConfiguresNothing(self.settings)
 
 
 class CommitOnReturn(DatabaseWrapper):
@@ -77,11 +83,10 @@ class CommitOnReturn(DatabaseWrapper):
 
 
 class HardWiredConfiguration(DatabaseWrapper):
-    """Configuration by hard-wired functions: subclass overrides are ignored (Django #35688)."""
+    """The pool configures with the base configurer: a subclass is ignored (Django #35688)."""
 
-    def _configure_connection(self, conn: psycopg.Connection) -> None:
-        DatabaseWrapper._configure_timezone(self, conn)
-        DatabaseWrapper._configure_role(self, conn)
+    def _pool_configurer(self) -> SessionConfigurer:
+        return SessionConfigurer(self.settings)
 
 
 class SharedAcrossFork(DatabaseWrapper):

@@ -1,22 +1,20 @@
 """``DatabaseWrapper``: one thread's handle on one database alias.
 
 Pooled mode (``POSTGRES_POOL``): a connection is checked out of the
-process-wide pool of the alias on first use and returned, after a session
-reset in the caller's thread, on ``close()``. Non-pooled mode keeps the
-classic Django behaviour: ``CONN_MAX_AGE`` persistent connections, a health
-check once per request, ``close_if_unusable_or_obsolete`` at request start
-and end.
+process-wide pool of the alias on first use and returned on ``close()``,
+its session reset sent on the way back and read at the next checkout
+(session_reset.py). Non-pooled mode keeps the classic Django behaviour:
+``CONN_MAX_AGE`` persistent connections, a health check once per request,
+``close_if_unusable_or_obsolete`` at request start and end.
 
-Every configuration step is an overridable method
-(``_configure_connection`` -> ``_configure_timezone`` / ``_configure_role``)
-and is called on every path - new pooled connection, after the reset on
-return, non-pooled ``init_connection_state`` - so a subclass override is
-always honoured (Django #35688).
+Sessions are configured by a :class:`~plain_pool.configuration.SessionConfigurer`
+(``configurer_class``) on every path - new pooled connection, after each
+reset, non-pooled ``init_connection_state`` - so a subclass of it is always
+honoured (Django #35688).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import threading
@@ -29,6 +27,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from plain_pool import health, pools, session_reset
+from plain_pool.configuration import SessionConfigurer
 from plain_pool.exceptions import (
     ConnectionClosedInAtomicBlock,
     ImproperlyConfigured,
@@ -60,10 +59,6 @@ class SettingsRef:
         self.current = current
 
 
-def _escape_option(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(" ", "\\ ")
-
-
 class DatabaseWrapper:
     """A thread's connection to one database alias (pooled or not)."""
 
@@ -72,6 +67,9 @@ class DatabaseWrapper:
     #: Reset strategy on return: "discard_all" (default) or "keep_prepared"
     #: (deadpool-style, keeps psycopg's prepared statements).
     reset_strategy: ClassVar[str] = "discard_all"
+    #: How sessions are configured (time zone, role): subclass it to change that, on
+    #: every path (Django #35688).
+    configurer_class: ClassVar[type[SessionConfigurer]] = SessionConfigurer
     #: What a failing health check may raise for the connection to be discarded and the
     #: checkout retried: any Exception - a user ``check`` is arbitrary code.
     check_failures: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
@@ -116,88 +114,19 @@ class DatabaseWrapper:
     def pooled(self) -> bool:
         return self.settings.pooled
 
-    def _cursor_factory(self) -> type[psycopg.Cursor[Any]]:
-        if self.settings.server_side_binding:
-            return psycopg.Cursor
-        return psycopg.ClientCursor
-
-    def _connect_kwargs(self, zone: str) -> dict[str, Any]:
-        """psycopg.connect kwargs; the zone goes into the startup options.
-
-        With ``-c TimeZone=<zone>`` the session's RESET value is the zone, so
-        DISCARD ALL on return leaves the connection in the configured zone.
-        """
-        s = self.settings
-        kwargs: dict[str, Any] = dict(s.options)
-        user_options = str(kwargs.get("options") or "").strip()
-        tz_option = f"-c TimeZone={_escape_option(zone)}"
-        kwargs["options"] = f"{user_options} {tz_option}" if user_options else tz_option
-        for key, value in (
-            ("host", s.host),
-            ("port", s.port),
-            ("dbname", s.database),
-            ("user", s.user),
-            ("password", s.password),
-        ):
-            if value not in (None, ""):
-                kwargs[key] = value
-        kwargs["autocommit"] = True
-        kwargs["prepare_threshold"] = s.prepare_threshold
-        kwargs["cursor_factory"] = self._cursor_factory()
-        return kwargs
-
-    # -- configuration (overridable; called on every path) -------------------
-    def _configure_connection(self, conn: psycopg.Connection) -> None:
-        """Configure a session: time zone, then role."""
-        self._configure_timezone(conn)
-        self._configure_role(conn)
-
-    def _session_timezone(self, conn: psycopg.Connection) -> str | None:
-        """The session's zone as far as the client knows (see session_reset's docstring)."""
-        hint = getattr(conn, session_reset.SESSION_ZONE_HINT, None)
-        if hint is not None:
-            return hint
-        return conn.info.parameter_status("TimeZone")
-
-    def _configure_timezone(self, conn: psycopg.Connection) -> bool:
-        """SET TIME ZONE when the session's zone differs. Return True if sent."""
-        zone = self.timezone_name
-        if self._session_timezone(conn) == zone:
-            return False
-        conn.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(zone)), prepare=False)
-        return True
-
-    def _configure_role(self, conn: psycopg.Connection) -> bool:
-        """SET ROLE from POSTGRES_OPTIONS["assume_role"]. Return True if sent.
-
-        Session-scoped: behind PgBouncer in transaction mode it does not stick.
-        """
-        role = self.settings.assume_role
-        if not role:
-            return False
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)), prepare=False)
-        return True
-
-    def _configure_pooled(self, conn: psycopg.Connection) -> None:
-        """Configuration on the pooled paths (new connection, after reset)."""
-        self._configure_connection(conn)
-
-    def _configure_new_pooled_connection(self, conn: psycopg.Connection) -> None:
-        """The pool's ``configure`` callback (runs in a pool worker thread)."""
-        health.stamp_created(conn)
-        self._configure_pooled(conn)
-
+    # -- configuration -------------------------------------------------------------
     def init_connection_state(self) -> None:
         """Configure a non-pooled connection; pooled ones were configured by the pool."""
         if self._conn_entry is None and self.connection is not None:
-            self._configure_connection(self.connection)
+            self.configurer_class(self.settings).configure(self.connection)
+
+    def _pool_configurer(self) -> SessionConfigurer:
+        """The configurer a new pool captures: frozen at the settings it is made for."""
+        return self.configurer_class(self.settings)
 
     # -- the pool -----------------------------------------------------------------
     def _pool_key(self) -> tuple[Any, ...]:
         return (type(self), self.alias, self.settings.identity())
-
-    def _pool_configure_callback(self) -> Callable[[psycopg.Connection], None] | None:
-        return self._configure_new_pooled_connection
 
     def _health_check(self) -> Callable[[psycopg.Connection], Any] | None:
         """The user's ``check`` wins; else check_connection when health checks are on."""
@@ -226,43 +155,31 @@ class DatabaseWrapper:
 
         return RecoveringConnectionPool
 
-    def _configurer_for_pool(self) -> DatabaseWrapper:
-        """A copy of this wrapper frozen at the settings the pool is made for.
-
-        The pool's connections must be configured for the pool's settings,
-        not for the alias's settings of the moment: a connection can go back
-        to a pool that is no longer current (the role or zone changed while
-        it was out), and that pool becomes current again when the settings
-        change back - it must not then hand out a session configured for the
-        other settings (found by the state machines: StaleRole). A copy of
-        the same class, so subclass overrides of ``_configure_*`` are honoured.
-        """
-        configurer = copy.copy(self)
-        configurer._settings_ref = SettingsRef(self.settings)
-        configurer.connection = None
-        configurer._conn_entry = None
-        return configurer
-
     def _create_pool_entry(self) -> pools.PoolEntry:
         s = self.settings
         if s.pool is None:
             raise ImproperlyConfigured("POSTGRES_POOL is not enabled")
-        configurer = self._configurer_for_pool()
-        zone = configurer.timezone_name
+        configurer = self._pool_configurer()
         options = {k: v for k, v in s.pool.items() if k != "check"}
         options.setdefault("name", f"plain_pool-{self.alias}")
+
+        def configure_new_connection(conn: psycopg.Connection) -> None:
+            """The pool's ``configure`` callback (runs in a pool worker thread)."""
+            health.stamp_created(conn)
+            configurer.configure(conn)
+
         pool = self._pool_class()(
             conninfo="",
-            kwargs=configurer._connect_kwargs(zone),
+            kwargs=configurer.connect_kwargs(),
             open=False,
-            configure=configurer._pool_configure_callback(),
+            configure=configure_new_connection,
             check=self._pool_check_callback(),
             **options,
         )
         return pools.PoolEntry(
             pool=pool,
             key=self._pool_key(),
-            zone=zone,
+            zone=configurer.zone,
             fork_safe=self.fork_safe,
             configurer=configurer,
         )
@@ -374,7 +291,7 @@ class DatabaseWrapper:
             self._conn_entry = entry
             self.close_at = monotonic()  # CONN_MAX_AGE is 0 with a pool
         else:
-            conn = psycopg.Connection.connect(**self._connect_kwargs(self.timezone_name))
+            conn = psycopg.Connection.connect(**self.configurer_class(s).connect_kwargs())
             self._conn_entry = None
             age = s.conn_max_age
             self.close_at = None if age is None else monotonic() + age
@@ -459,9 +376,9 @@ class DatabaseWrapper:
         ``discard_all`` on a pool that accepts it: sent now, finished at the next
         checkout (:meth:`_finish_reset`). Otherwise run here, within the return deadline.
         """
-        configurer = entry.configurer or self  # configure for the POOL's settings
+        configurer = entry.configurer  # configure for the POOL's settings
         prepare_threshold = configurer.settings.prepare_threshold
-        cursor_factory = configurer._cursor_factory()
+        cursor_factory = configurer.cursor_factory()
         if self.reset_strategy == "discard_all" and getattr(
             entry.pool, "accepts_reset_in_flight", False
         ):
@@ -474,7 +391,7 @@ class DatabaseWrapper:
             session_reset.reset_session(
                 conn,
                 statements=session_reset.STRATEGIES[self.reset_strategy],
-                configure=configurer._configure_pooled,
+                configure=configurer.configure,
                 session_zone_after_reset=entry.zone,
                 prepare_threshold=prepare_threshold,
                 cursor_factory=cursor_factory,
@@ -492,7 +409,7 @@ class DatabaseWrapper:
         fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
         if session_reset.take_configure_due(conn):
             with health.return_deadline(conn):  # SET ROLE over a half-open link
-                (entry.configurer or self)._configure_pooled(conn)
+                entry.configurer.configure(conn)
         return fresh
 
     # -- time zone ------------------------------------------------------------
@@ -516,7 +433,7 @@ class DatabaseWrapper:
             changed = True
         conn = self.connection
         if conn is not None and not conn.closed:
-            changed = self._configure_timezone(conn) or changed
+            changed = self.configurer_class(self.settings).configure_timezone(conn) or changed
         return changed
 
     # -- queries -----------------------------------------------------------------

@@ -203,14 +203,17 @@ def test_close_inside_atomic_refuses_to_reconnect(pooled, postgres, table):
 
 # -- overrides (Django #35688) and configure on every path ------------------------
 def make_override(base: type[DatabaseWrapper]) -> type[DatabaseWrapper]:
-    class Custom(base):  # type: ignore[misc,valid-type]
-        def _configure_timezone(self, conn: psycopg.Connection) -> bool:
+    class CustomConfigurer(base.configurer_class):  # type: ignore[misc,name-defined]
+        def configure_timezone(self, conn: psycopg.Connection, **kwargs: Any) -> bool:
             conn.execute("SET application_name = 'custom_tz'", prepare=False)
-            return super()._configure_timezone(conn)
+            return super().configure_timezone(conn, **kwargs)
 
-        def _configure_role(self, conn: psycopg.Connection) -> bool:
+        def configure_role(self, conn: psycopg.Connection) -> bool:
             conn.execute("SET search_path = custom_role, public", prepare=False)
-            return super()._configure_role(conn)
+            return super().configure_role(conn)
+
+    class Custom(base):  # type: ignore[misc,valid-type]
+        configurer_class = CustomConfigurer
 
     return Custom
 

@@ -64,13 +64,13 @@ class KeepsStatementCache(DatabaseWrapper):
 
         session_reset.restore_client_attributes(
             conn,
-            prepare_threshold=self.settings.prepare_threshold,
-            cursor_factory=self._cursor_factory(),
+            prepare_threshold=entry.configurer.settings.prepare_threshold,
+            cursor_factory=entry.configurer.cursor_factory(),
         )
         # prepare left to psycopg: run five times, DISCARD ALL gets prepared itself, and from
         # then on psycopg's cache names statements the server dropped (psycopg 3.3.9).
         conn.execute("DISCARD ALL")
-        self._configure_pooled(conn)
+        entry.configurer.configure(conn)
         # missing too: session_reset.forget_client_prepared_statements(conn)
 
 
@@ -142,7 +142,7 @@ class ConfiguresOnlyWhatItFinished(DatabaseWrapper):
         fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
         session_reset.take_configure_due(conn)
         if fresh is not None:
-            (entry.configurer or self)._configure_pooled(conn)
+            entry.configurer.configure(conn)
         return fresh
 
 

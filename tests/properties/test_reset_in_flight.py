@@ -59,9 +59,7 @@ def test_reset_in_flight_then_a_network_fault(machine_env, fault: Fault, checks:
 @pytest.mark.restarts_server
 @health_checks
 @pytest.mark.parametrize("fault", [RestartFast(), Crash()], ids=lambda fault: fault.name)
-def test_reset_in_flight_then_the_server_goes_away(
-    private_machine_env, fault: Fault, checks: bool
-):
+def test_reset_in_flight_then_the_server_goes_away(private_machine_env, fault: Fault, checks: bool):
     options = TargetOptions(max_size=2, timeout=1.0, health_checks=checks)
     Machine = machine_for(private_machine_env, ServerFaults, options=options, name="PoolMachine")
     state = Machine()

@@ -1,0 +1,104 @@
+"""``SessionConfigurer``: how a session is set up for one set of settings.
+
+Why an object of its own: a pool must configure its connections for the
+settings it was MADE for, not for the alias's settings of the moment - a
+connection can go back to a pool that is no longer current (the role or zone
+changed while it was out), and that pool becomes current again when the
+settings change back (found by the state machines: StaleRole). So each pool
+captures a configurer frozen at its settings, on every path: a new pooled
+connection (the pool's ``configure`` callback), after each reset, and the
+non-pooled ``init_connection_state``.
+
+To change how sessions are configured, subclass it and name the subclass in
+``DatabaseWrapper.configurer_class``: the override is honoured on every
+path, pooled or not (Django #35688: overrides of the wrapper's configuration
+hooks were bypassed by the pool's callback).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from plain_pool.settings import DatabaseSettings
+
+
+def _escape_option(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+
+class SessionConfigurer:
+    """Time zone, then role, for sessions of one :class:`DatabaseSettings`."""
+
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
+
+    @property
+    def zone(self) -> str:
+        """The zone sessions must have: "UTC" when USE_TZ, else TIME_ZONE."""
+        return self.settings.connection_timezone
+
+    def cursor_factory(self) -> type[psycopg.Cursor[Any]]:
+        if self.settings.server_side_binding:
+            return psycopg.Cursor
+        return psycopg.ClientCursor
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """psycopg.connect kwargs; the zone goes into the startup options.
+
+        With ``-c TimeZone=<zone>`` the session's RESET value is the zone, so
+        DISCARD ALL on return leaves the connection in the configured zone.
+        """
+        s = self.settings
+        kwargs: dict[str, Any] = dict(s.options)
+        user_options = str(kwargs.get("options") or "").strip()
+        tz_option = f"-c TimeZone={_escape_option(self.zone)}"
+        kwargs["options"] = f"{user_options} {tz_option}" if user_options else tz_option
+        for key, value in (
+            ("host", s.host),
+            ("port", s.port),
+            ("dbname", s.database),
+            ("user", s.user),
+            ("password", s.password),
+        ):
+            if value not in (None, ""):
+                kwargs[key] = value
+        kwargs["autocommit"] = True
+        kwargs["prepare_threshold"] = s.prepare_threshold
+        kwargs["cursor_factory"] = self.cursor_factory()
+        return kwargs
+
+    def configure(self, conn: psycopg.Connection, *, session_zone: str | None = None) -> None:
+        """Configure a session: time zone, then role.
+
+        ``session_zone``: the zone the session will have when what was already
+        sent has run (a reset inside a pipeline, whose ``DISCARD ALL`` result
+        is not read yet); None: what the server last reported.
+        """
+        self.configure_timezone(conn, session_zone=session_zone)
+        self.configure_role(conn)
+
+    def configure_timezone(
+        self, conn: psycopg.Connection, *, session_zone: str | None = None
+    ) -> bool:
+        """SET TIME ZONE when the session's zone differs. Return True if sent."""
+        current = (
+            session_zone if session_zone is not None else conn.info.parameter_status("TimeZone")
+        )
+        if current == self.zone:
+            return False
+        conn.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.zone)), prepare=False)
+        return True
+
+    def configure_role(self, conn: psycopg.Connection) -> bool:
+        """SET ROLE from POSTGRES_OPTIONS["assume_role"]. Return True if sent.
+
+        Session-scoped: behind PgBouncer in transaction mode it does not stick.
+        """
+        role = self.settings.assume_role
+        if not role:
+            return False
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)), prepare=False)
+        return True
