@@ -270,13 +270,13 @@ class PlainPool:
 
             return DatabaseWrapper
         # Imported lazily: the variants are test equipment and may leave the package.
-        return importlib.import_module("plain_pool.variants").VARIANTS["NoResetOnReturn"]
+        return importlib.import_module("chaos.targets.variants").VARIANTS["NoResetOnReturn"]
 
     def unavailable(self) -> str | None:
         try:
             self._wrapper_class()
         except (ImportError, AttributeError, KeyError) as exc:
-            return f"plain_pool.variants.VARIANTS['NoResetOnReturn'] not importable ({exc!r})"
+            return f"chaos.targets.variants.VARIANTS['NoResetOnReturn'] not importable ({exc!r})"
         return None
 
     def open(self, params: ConnParams) -> None:

@@ -110,7 +110,7 @@ class Scenario:
 
     ``pool`` is merged into ``POSTGRES_POOL``; ``settings`` into the database
     settings (e.g. ``{"POSTGRES_CONN_HEALTH_CHECKS": False}``); ``variant``
-    names a class of :data:`plain_pool.variants.VARIANTS` to run instead of the
+    names a class of :data:`chaos.targets.variants.VARIANTS` to run instead of the
     reference; ``duration`` is how long the workload runs (the schedule must fit
     in it); ``marks`` are pytest mark names (``chaos`` puts it in ``tox -e chaos``);
     ``seeded``: the schedule is drawn from a seed (``PLAIN_POOL_CHAOS_SEED``),

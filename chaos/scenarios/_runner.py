@@ -402,7 +402,7 @@ class ScenarioRunner:
         scenario = self.scenario
         wrapper_class = None
         if scenario.variant:
-            from plain_pool.variants import VARIANTS
+            from chaos.targets.variants import VARIANTS
 
             wrapper_class = VARIANTS[scenario.variant]
         settings = dict(self.db_settings)

@@ -73,7 +73,7 @@ class TargetOptions:
     #: Server-side binding (psycopg.Cursor): without it plain_pool uses ClientCursor,
     #: which never prepares, so prepare_threshold would change nothing.
     server_side_binding: bool = False
-    #: A broken backend for the canaries: a name in plain_pool.variants.VARIANTS, or a class.
+    #: A broken backend for the canaries: a name in chaos.targets.variants.VARIANTS, or a class.
     variant: str | type | None = None
     #: Run a subclass that overrides the backend's connection-setup hook (as framework
     #: subclasses do): every checkout, on every path, must show what the override sets.

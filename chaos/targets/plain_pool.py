@@ -3,7 +3,7 @@
 Each target gets an alias of its own (``chaos<N>``), so the process-wide pool
 registry never hands one example's pool to the next; :meth:`close` closes
 every pool registered under that alias. A ``variant`` name picks a
-deliberately broken wrapper from :data:`plain_pool.variants.VARIANTS`
+deliberately broken wrapper from :data:`chaos.targets.variants.VARIANTS`
 (the canaries); the expected fingerprints always come from the reference
 :class:`~plain_pool.DatabaseWrapper`, straight to the server (no proxy, no
 pool), configured for the same settings.
@@ -39,7 +39,7 @@ from chaos.targets.base import (
     TargetOptions,
     TargetRequest,
 )
-from plain_pool import ConnectionHandler, DatabaseWrapper, pools, session_reset
+from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, pools, session_reset
 from plain_pool.health import CREATED_AT
 
 _aliases = itertools.count(1)
@@ -207,7 +207,7 @@ class PlainPoolTarget(Target):
         options: TargetOptions,
         settings: SettingsValue | None = None,
     ) -> None:
-        from plain_pool.variants import VARIANTS
+        from chaos.targets.variants import VARIANTS
 
         self.server = server
         self.options = options
@@ -397,7 +397,7 @@ class PlainPoolTarget(Target):
 
     def _parent_connections(self) -> list[tuple[psycopg.Connection, str]]:
         """This process's connections for the alias: held by a request's wrapper, or idle in
-        a registered pool (psycopg_pool's private ``_pool`` deque, read as pools.py does)."""
+        a registered pool (psycopg_pool's private idle deque, read through plain_pool._compat)."""
         found: list[tuple[psycopg.Connection, str]] = []
         for wrapper in self._request_wrappers():
             conn = wrapper.connection
@@ -405,7 +405,7 @@ class PlainPoolTarget(Target):
                 found.append((conn, "held"))
         for entry in pools.entries():
             if entry.key[1] == self.alias and not entry.pool.closed:
-                found += [(conn, "idle") for conn in list(getattr(entry.pool, "_pool", ()))]
+                found += [(conn, "idle") for conn in _compat.idle_connections(entry.pool)]
         return found
 
     def _connections_in_flight(self) -> int:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
+from chaos.targets.variants import VARIANTS
 from plain_pool import (
     ConnectionClosedInAtomicBlock,
     ConnectionHandler,
@@ -19,7 +20,6 @@ from plain_pool import (
     TransactionManagementError,
     close_all_pools,
 )
-from plain_pool.variants import VARIANTS
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import time
 import psycopg
 import pytest
 
+from chaos.targets.variants import VARIANTS
 from plain_pool import DatabaseWrapper, close_all_pools
-from plain_pool.variants import VARIANTS
 
 POOL = {"min_size": 4, "max_size": 4, "timeout": 10}
 #: The contract: recovery without a backoff sleep. psycopg_pool's first backoff sleep is

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 
 from chaos.fingerprint import session_fingerprint
+from chaos.targets.variants import VARIANTS
 from plain_pool import DatabaseWrapper, close_all_pools
-from plain_pool.variants import VARIANTS
 
 ROLE = "plain_pool_leak_role"
 

@@ -26,8 +26,8 @@ from psycopg import rows
 from psycopg.types.string import TextLoader
 
 from chaos.fingerprint import session_fingerprint
+from chaos.targets.variants import VARIANTS
 from plain_pool import DatabaseWrapper, close_all_pools
-from plain_pool.variants import VARIANTS
 from tests.integration.test_backend_session import leakage_problems
 
 

@@ -1,8 +1,7 @@
 """Canaries: each invariant must catch the broken backend made to break it.
 
 Each canary runs a machine against a deliberately broken variant (from
-plain_pool.variants, or tests/properties/broken.py where the package has
-none), twice, and neither half depends on luck:
+chaos.targets.variants), twice, and neither half depends on luck:
 
 - ``test_canary_program_is_caught``: a program known to reach the bug
   (tests/properties/canary_programs.py) must raise the invariant's own
@@ -25,17 +24,6 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from broken import (
-    ConfiguresOnlyWhatItFinished,
-    HandsOutResetInFlight,
-    IgnoresMaxSize,
-    KeepsStatementCache,
-    NeverExpires,
-    ProbesPoolBeforeReplacing,
-    ResetOnlyWithHealthChecks,
-    SharesConnectionAcrossThreads,
-    UnboundedRollbackOnReturn,
-)
 from canary_programs import PROGRAMS, Checked
 from hypothesis import Phase, settings
 
@@ -73,6 +61,17 @@ from chaos.machines.pool_machine import (
 )
 from chaos.machines.runner import run_machine_as_test
 from chaos.targets.base import TargetOptions
+from chaos.targets.variants import (
+    ConfiguresOnlyWhatItFinished,
+    HandsOutResetInFlight,
+    IgnoresMaxSize,
+    KeepsStatementCache,
+    NeverExpires,
+    ProbesPoolBeforeReplacing,
+    ResetOnlyWithHealthChecks,
+    SharesConnectionAcrossThreads,
+    UnboundedRollbackOnReturn,
+)
 
 pytestmark = pytest.mark.canary
 

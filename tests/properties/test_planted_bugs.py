@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from broken import ProbesPoolBeforeReplacing, ResetOnlyWithHealthChecks, UnboundedRollbackOnReturn
 from main_machines import sessions_machine, user_check_machine
 from test_canaries import _measured_seeds, find
 
@@ -28,6 +27,11 @@ from chaos.machines.errors import (
     ReconfigurationHang,
     SessionLeak,
     SlowReturn,
+)
+from chaos.targets.variants import (
+    ProbesPoolBeforeReplacing,
+    ResetOnlyWithHealthChecks,
+    UnboundedRollbackOnReturn,
 )
 
 pytestmark = [pytest.mark.planted, pytest.mark.canary]

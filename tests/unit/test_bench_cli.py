@@ -159,7 +159,7 @@ def test_the_no_reset_variant_is_looked_up_lazily():
     backend = bench.PlainPool(reset=False)
     reason = backend.unavailable()
     try:
-        importlib.import_module("plain_pool.variants").VARIANTS["NoResetOnReturn"]
+        importlib.import_module("chaos.targets.variants").VARIANTS["NoResetOnReturn"]
     except (ImportError, AttributeError, KeyError):
         assert reason and "NoResetOnReturn" in reason
     else:
