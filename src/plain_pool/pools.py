@@ -29,6 +29,11 @@ hook keeps strong references to the latter, because CPython clears the
 other threads' thread-locals in the child *before* ``after_in_child`` hooks
 run, which would otherwise finalise those connections on the shared socket.
 A pid check backs the hooks up for forks that bypass ``os.fork``.
+
+Taking an inherited pool apart needs psycopg_pool's private idle deque and
+closed flag, and a connection's private pool reference: all through
+:mod:`plain_pool._compat`, whose fallback (shape changed) keeps such a pool
+referenced for the child's lifetime instead, so nothing finalises it here.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+
+from plain_pool import _compat
 
 
 @dataclass(eq=False)
@@ -70,6 +77,9 @@ _entries: dict[Hashable, PoolEntry] = {}
 _pid = os.getpid()
 _wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
 _fork_stash: list[psycopg.Connection] = []
+#: Inherited pools this process could not take apart (_compat fallback): kept
+#: referenced so neither they nor their connections are ever finalised here.
+_inherited_kept: list[Any] = []
 
 
 def get_or_create(key: Hashable, factory: Callable[[], PoolEntry]) -> PoolEntry:
@@ -151,8 +161,7 @@ def neutralise(conn: psycopg.Connection) -> None:
             os.dup2(devnull, fd)
         finally:
             os.close(devnull)
-    with contextlib.suppress(Exception):
-        conn._pool = None  # type: ignore[attr-defined]
+    _compat.detach_from_pool(conn)  # close() must not hand it back to a pool
     with contextlib.suppress(Exception):
         conn.close()
 
@@ -187,14 +196,12 @@ def _forget_inherited() -> None:
             continue
         del _entries[key]
         pool = entry.pool
-        idle = list(getattr(pool, "_pool", ()))  # private: the idle deque
-        with contextlib.suppress(Exception):
-            pool._pool.clear()
-        with contextlib.suppress(Exception):
-            # The worker threads do not exist here; mark closed so nothing
-            # (including __del__) tries to stop them or to close connections.
-            pool._closed = True
-        for conn in idle:
+        idle = _compat.take_idle_connections(pool)
+        # The worker threads do not exist here; mark closed so nothing
+        # (including __del__) tries to stop them or to close connections.
+        if not _compat.mark_closed_without_workers(pool) or idle is None:
+            _inherited_kept.append(pool)
+        for conn in idle or ():
             neutralise(conn)
     for wrapper in list(_wrappers):
         if getattr(wrapper, "fork_safe", True):

@@ -11,66 +11,31 @@ up after ``reconnect_timeout`` and calling ``reconnect_failed`` like the
 original. A refused connection on a reachable host costs well under a
 millisecond, so polling every 50 ms is cheap.
 
-This touches psycopg_pool's PRIVATE ``_add_connection(attempt, growing)``
-and ``AttemptWithBackoff``. Both are checked at import time: if their shape
+This overrides psycopg_pool's PRIVATE ``_add_connection(attempt, growing)``
+and ``_reset_connection(conn)`` and subclasses its ``AttemptWithBackoff``.
+Their shape is checked once, at import, by :mod:`plain_pool._compat`: if it
 changed, a ``RuntimeWarning`` says so and the pool falls back to
-psycopg_pool's own backoff (slower recovery, still correct).
+psycopg_pool's own backoff (slower recovery, still correct) and to no reset
+in flight (the reset runs on return; ``accepts_reset_in_flight`` is False).
 """
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from time import monotonic
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from plain_pool import session_reset
+from plain_pool import _compat, session_reset
 from plain_pool.health import RESET_TIMEOUT
-
-try:  # private API, guarded below
-    from psycopg_pool.base import AttemptWithBackoff
-except ImportError:  # pragma: no cover - depends on the installed version
-    AttemptWithBackoff = None  # type: ignore[assignment,misc]
 
 INITIAL_DELAY = 0.02
 BACKOFF = 1.5
 MAX_DELAY = 0.05
 
+if _compat.BACKOFF_OK:
 
-def _private_api_ok() -> bool:
-    if AttemptWithBackoff is None or not hasattr(ConnectionPool, "drain"):
-        return False
-    try:
-        params = list(inspect.signature(ConnectionPool._add_connection).parameters)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    attempt_api = all(
-        hasattr(AttemptWithBackoff, name)
-        for name in ("INITIAL_DELAY", "DELAY_BACKOFF", "update_delay", "time_to_give_up")
-    )
-    try:
-        reset_params = list(inspect.signature(ConnectionPool._reset_connection).parameters)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    reset_api = reset_params == ["self", "conn"]
-    return params == ["self", "attempt", "growing"] and attempt_api and reset_api
-
-
-PRIVATE_API_OK = _private_api_ok()
-if not PRIVATE_API_OK:  # pragma: no cover - depends on the installed version
-    warnings.warn(
-        "plain_pool: psycopg_pool's private _add_connection/AttemptWithBackoff changed; "
-        "falling back to psycopg_pool's reconnection backoff (recovery after a server "
-        "restart may take seconds instead of milliseconds)",
-        RuntimeWarning,
-        stacklevel=2,
-    )
-
-if AttemptWithBackoff is not None:
-
-    class ShortBackoff(AttemptWithBackoff):  # type: ignore[misc,valid-type]
+    class ShortBackoff(_compat.AttemptWithBackoff):  # type: ignore[misc,name-defined]
         """20 ms, x1.5, capped at 50 ms; gives up at the same deadline as the original."""
 
         INITIAL_DELAY = INITIAL_DELAY
@@ -95,10 +60,10 @@ class RecoveringConnectionPool(ConnectionPool):
     """
 
     #: Read by the wrapper: the reset may be sent on return and finished at checkout.
-    accepts_reset_in_flight = PRIVATE_API_OK
+    accepts_reset_in_flight = _compat.RESET_IN_FLIGHT_OK
 
     def _add_connection(self, attempt: Any, growing: bool = False) -> None:
-        if attempt is None and PRIVATE_API_OK:
+        if attempt is None and _compat.BACKOFF_OK:
             attempt = ShortBackoff(timeout=self.reconnect_timeout)
         super()._add_connection(attempt, growing=growing)
 

@@ -56,7 +56,7 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import tuple_row
 
-from plain_pool import _wire
+from plain_pool import _compat, _wire
 
 #: What DISCARD ALL does, in one statement (the default).
 DISCARD_ALL: tuple[str, ...] = ("DISCARD ALL",)
@@ -140,49 +140,46 @@ def _drop_handlers_and_adapters(conn: psycopg.Connection) -> None:
     Handlers a user added would see the next user's notices and
     notifications; adapters registered on ``conn.adapters`` (a loader, a
     dumper, ``TypeInfo.register(conn)``) would change how the next user's
-    values are loaded and dumped. psycopg creates a connection's adapters
-    lazily, as a copy of the global ``psycopg.adapters`` (which is what a new
-    connection of the pool has: plain_pool passes no ``context``), so
-    ``None`` restores them; the copy is made on the next cursor, as for
-    every cursor anyway.
+    values are loaded and dumped (:func:`plain_pool._compat.reset_adapters`
+    says how they are restored). Through psycopg's private attributes: if
+    their shape changed, :mod:`plain_pool._compat` raises, the reset fails
+    and the connection is closed instead of reused.
     """
-    for name in ("_notice_handlers", "_notify_handlers"):
-        handlers = getattr(conn, name, None)
-        if isinstance(handlers, list):
-            del handlers[:]
-    if hasattr(conn, "_adapters"):
-        conn._adapters = None
+    _compat.clear_notice_handlers(conn)
+    _compat.clear_notify_handlers(conn)
+    _compat.reset_adapters(conn)
 
 
 def forget_pending_notifications(conn: psycopg.Connection) -> None:
-    """Drop notifications psycopg received and kept for ``conn.notifies()`` (private deque)."""
-    backlog = getattr(conn, "_notifies_backlog", None)
-    if backlog is not None and hasattr(backlog, "clear"):
-        backlog.clear()
+    """Drop notifications psycopg received and kept for ``conn.notifies()`` (private deque).
+
+    Raises :class:`ResetFailed` if psycopg's shape changed (the connection is discarded).
+    """
+    try:
+        _compat.clear_notifies_backlog(conn)
+    except _compat.PrivateApiChanged as exc:
+        raise ResetFailed(str(exc)) from exc
 
 
 def forget_client_prepared_statements(conn: psycopg.Connection) -> None:
     """Empty psycopg's prepared-statement cache after the server dropped them all.
 
-    Uses psycopg's private ``_prepared`` manager (guarded): there is no public
-    API for it. Without prepared statements (prepare_threshold None) it is empty.
+    No public API for it (:func:`plain_pool._compat.forget_prepared`, which
+    raises if psycopg's shape changed: the reset fails, the connection is
+    closed). Without prepared statements (prepare_threshold None) it is empty.
     """
-    manager = getattr(conn, "_prepared", None)
-    for name in ("_names", "_counts", "_to_flush"):
-        store = getattr(manager, name, None)
-        if store is not None and hasattr(store, "clear"):
-            store.clear()
+    _compat.forget_prepared(conn)
 
 
 def user_prepared_statements_sql(conn: psycopg.Connection) -> str | None:
     """For KEEP_PREPARED: a DO block deallocating statements psycopg does not own.
 
     Statements in psycopg's cache stay (their names are still valid); any
-    other one was PREPAREd by hand and belongs to the previous user.
+    other one was PREPAREd by hand and belongs to the previous user. If
+    psycopg's shape changed, which ones it owns is unknown:
+    :func:`plain_pool._compat.prepared_names` raises and the reset fails.
     """
-    manager = getattr(conn, "_prepared", None)
-    names = getattr(manager, "_names", {}) or {}
-    keep = [v.decode() if isinstance(v, bytes) else str(v) for v in names.values()]
+    keep = _compat.prepared_names(conn)
     array = "ARRAY[" + ",".join("'" + n.replace("'", "''") + "'" for n in keep) + "]::text[]"
     return (
         "DO $plain_pool$DECLARE r record; BEGIN "
