@@ -16,52 +16,71 @@ from typing import Any, ClassVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
 
-from plain_pool import DatabaseWrapper, pools
+from plain_pool import DatabaseWrapper, _compat, health, pools, session_reset
+from plain_pool.checking_out import CheckoutPolicy
 from plain_pool.configuration import SessionConfigurer
+from plain_pool.giving_back import ReturnPolicy
 from plain_pool.recovering_pool import RecoveringConnectionPool
+from plain_pool.replacing import PoolReplacement
 
 
 class NoResetOnReturn(DatabaseWrapper):
     """No session reset on return, as Django's and Plain's pools (neither gives
     psycopg_pool a ``reset``): one request's SET, role, temp tables... reach the next."""
 
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        pass
+    class _NoReset(ReturnPolicy):
+        def reset(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            pass
+
+    return_policy = _NoReset()
 
 
 class ResetAllOnly(DatabaseWrapper):
     """RESET ALL instead of DISCARD ALL (keeps SET ROLE, temp tables, locks...)."""
 
-    reset_strategy = "reset_all"
+    return_policy = ReturnPolicy(reset="reset_all")
 
 
 class PoolNotClosedOnTimezoneChange(DatabaseWrapper):
     """A zone change keeps the pool, whose idle sessions have the old zone."""
 
-    def _on_timezone_change(self, entry: pools.PoolEntry) -> None:
-        pass
+    class _KeepsPool(PoolReplacement):
+        def on_timezone_change(self, entry: pools.PoolEntry) -> None:
+            pass
+
+    replacement = _KeepsPool()
 
 
 class PoolClosedButNotForgotten(DatabaseWrapper):
     """A zone change closes the pool but leaves it registered: the next use fails."""
 
-    def _forget_pool(self, entry: pools.PoolEntry) -> None:
-        pass
+    class _NeverForgets(PoolReplacement):
+        def forget(self, entry: pools.PoolEntry) -> None:
+            pass
+
+    replacement = _NeverForgets()
 
 
 class NoHealthCheck(DatabaseWrapper):
     """Health checks on, but no check wired: dead connections handed out."""
 
-    def _checkout_check(self) -> Any:
-        return None
+    class _NoCheck(CheckoutPolicy):
+        def check_for(self, settings: Any) -> Any:
+            return None
+
+    checkout_policy = _NoCheck()
 
 
 class PutconnToCurrentPool(DatabaseWrapper):
     """Returns to the alias's CURRENT pool, not the connection's own."""
 
-    def _putconn(self, entry: pools.PoolEntry, conn: psycopg.Connection) -> None:
-        (self._pool_entry(create=True) or entry).pool.putconn(conn)
+    class _ToCurrentPool(ReturnPolicy):
+        def putconn(self, wrapper: Any, entry: pools.PoolEntry, conn: Any) -> None:
+            (wrapper._pool_entry(create=True) or entry).pool.putconn(conn)
+
+    return_policy = _ToCurrentPool()
 
 
 class _ConfiguresNothing(SessionConfigurer):
@@ -79,8 +98,11 @@ class ConfigureOnlyWhenNotPooled(DatabaseWrapper):
 class CommitOnReturn(DatabaseWrapper):
     """A transaction left open at return is COMMITTED instead of rolled back."""
 
-    def _end_transaction_on_return(self, conn: psycopg.Connection) -> None:
-        conn.commit()
+    class _Commits(ReturnPolicy):
+        def end_transaction(self, conn: psycopg.Connection) -> None:
+            conn.commit()
+
+    return_policy = _Commits()
 
 
 class HardWiredConfiguration(DatabaseWrapper):
@@ -99,21 +121,18 @@ class SharedAcrossFork(DatabaseWrapper):
 class BackoffRecovery(DatabaseWrapper):
     """Bare psycopg_pool: its check loop and reconnect backoff (1, 2, 4 s: seconds to recover)."""
 
-    def _pool_class(self) -> Any:
-        from psycopg_pool import ConnectionPool
+    class _PoolChecks(CheckoutPolicy):
+        def check_for(self, settings: Any) -> Any:
+            return None
 
-        return ConnectionPool
+        def pool_check(self, settings: Any) -> Any:
+            user_check = (settings.pool or {}).get("check")
+            if user_check is not None:
+                return user_check
+            return ConnectionPool.check_connection if settings.conn_health_checks else None
 
-    def _checkout_check(self) -> Any:
-        return None
-
-    def _pool_check_callback(self) -> Any:
-        from psycopg_pool import ConnectionPool
-
-        user_check = (self.settings.pool or {}).get("check")
-        if user_check is not None:
-            return user_check
-        return ConnectionPool.check_connection if self.settings.conn_health_checks else None
+    pool_class = ConnectionPool
+    checkout_policy = _PoolChecks()
 
 
 VARIANTS: dict[str, type[DatabaseWrapper]] = {
@@ -137,20 +156,26 @@ VARIANTS: dict[str, type[DatabaseWrapper]] = {
 class KeepsNoticeHandlers(DatabaseWrapper):
     """The reset forgets the notice handlers a request added: they see the next one's notices."""
 
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        handlers = list(getattr(conn, "_notice_handlers", ()))  # psycopg has no public getter
-        super()._reset_session(conn, entry)
-        for handler in handlers:
-            conn.add_notice_handler(handler)
+    class _KeepsHandlers(ReturnPolicy):
+        def reset(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            handlers = _compat.notice_handlers(conn)  # psycopg has no public getter
+            super().reset(wrapper, conn, entry)
+            for handler in handlers:
+                conn.add_notice_handler(handler)
+
+    return_policy = _KeepsHandlers()
 
 
 class KeepsRowFactory(DatabaseWrapper):
     """The reset forgets the row factory: the next request gets dicts where it expects tuples."""
 
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        row_factory = conn.row_factory
-        super()._reset_session(conn, entry)
-        conn.row_factory = row_factory
+    class _KeepsRowFactory(ReturnPolicy):
+        def reset(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            row_factory = conn.row_factory
+            super().reset(wrapper, conn, entry)
+            conn.row_factory = row_factory
+
+    return_policy = _KeepsRowFactory()
 
 
 VARIANTS.update({cls.__name__: cls for cls in (KeepsNoticeHandlers, KeepsRowFactory)})
@@ -169,24 +194,34 @@ class PoolForgottenNotClosed(DatabaseWrapper):
 
     retired: ClassVar[list[pools.PoolEntry]] = []
 
-    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
-        self._forget_pool(entry)
-        type(self).retired[:] = [e for e in type(self).retired if not e.pool.closed] + [entry]
+    class _ForgetsOnly(PoolReplacement):
+        def retire(self, entry: pools.PoolEntry) -> None:
+            self.forget(entry)
+            retired = PoolForgottenNotClosed.retired
+            retired[:] = [e for e in retired if not e.pool.closed] + [entry]
+
+    replacement = _ForgetsOnly()
 
 
 class CatchesOnlyPsycopgErrorsInCheck(DatabaseWrapper):
     """Only psycopg.Error counts as a failed check: a user check raising ValueError (or any
     other exception) reaches the caller, and its connection goes back to the pool."""
 
-    check_failures = (psycopg.Error,)
+    class _PsycopgErrorsOnly(CheckoutPolicy):
+        failures = (psycopg.Error,)
+
+    checkout_policy = _PsycopgErrorsOnly()
 
 
 class TrustsUserCheck(DatabaseWrapper):
     """A user check that returns is trusted: one that closed the connection (and returned
     normally) gets that closed connection handed to the caller."""
 
-    def _checkout_check(self) -> Any:
-        return self._health_check()
+    class _Trusting(CheckoutPolicy):
+        def check_for(self, settings: Any) -> Any:
+            return self.health_check(settings)
+
+    checkout_policy = _Trusting()
 
 
 VARIANTS.update(
@@ -247,26 +282,26 @@ class _ImmortalPool(RecoveringConnectionPool):
 class NeverExpires(DatabaseWrapper):
     """max_lifetime is ignored: old connections are handed out again."""
 
-    def _pool_class(self) -> Any:
-        return _ImmortalPool
+    pool_class = _ImmortalPool
 
 
 class KeepsStatementCache(DatabaseWrapper):
     """The reset's DISCARD ALL may be prepared, and psycopg's cache is not forgotten."""
 
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        from plain_pool import session_reset
+    class _PreparableReset(ReturnPolicy):
+        def reset(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            session_reset.restore_client_attributes(
+                conn,
+                prepare_threshold=entry.configurer.settings.prepare_threshold,
+                cursor_factory=entry.configurer.cursor_factory(),
+            )
+            # prepare left to psycopg: run five times, DISCARD ALL gets prepared itself, and
+            # from then on psycopg's cache names statements the server dropped (psycopg 3.3.9).
+            conn.execute("DISCARD ALL")
+            entry.configurer.configure(conn)
+            # missing too: session_reset.forget_client_prepared_statements(conn)
 
-        session_reset.restore_client_attributes(
-            conn,
-            prepare_threshold=entry.configurer.settings.prepare_threshold,
-            cursor_factory=entry.configurer.cursor_factory(),
-        )
-        # prepare left to psycopg: run five times, DISCARD ALL gets prepared itself, and from
-        # then on psycopg's cache names statements the server dropped (psycopg 3.3.9).
-        conn.execute("DISCARD ALL")
-        entry.configurer.configure(conn)
-        # missing too: session_reset.forget_client_prepared_statements(conn)
+    return_policy = _PreparableReset()
 
 
 class _OversizedPool(RecoveringConnectionPool):
@@ -277,8 +312,7 @@ class _OversizedPool(RecoveringConnectionPool):
 class IgnoresMaxSize(DatabaseWrapper):
     """The pool grows past POSTGRES_POOL["max_size"]."""
 
-    def _pool_class(self) -> Any:
-        return _OversizedPool
+    pool_class = _OversizedPool
 
 
 class UnboundedRollbackOnReturn(DatabaseWrapper):
@@ -286,42 +320,54 @@ class UnboundedRollbackOnReturn(DatabaseWrapper):
     refactor makes): over a half-open link, returning the connection blocks as long as
     the link stays half-open."""
 
-    def _return_to_pool(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        if not conn.closed and conn.info.transaction_status in (
-            TransactionStatus.INTRANS,
-            TransactionStatus.INERROR,
-        ):
-            with contextlib.suppress(psycopg.Error):
-                conn.rollback()
-        super()._return_to_pool(conn, entry)
+    class _RollbackFirst(ReturnPolicy):
+        def give_back(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            if not conn.closed and conn.info.transaction_status in (
+                TransactionStatus.INTRANS,
+                TransactionStatus.INERROR,
+            ):
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+            super().give_back(wrapper, conn, entry)
+
+    return_policy = _RollbackFirst()
 
 
 class ProbesPoolBeforeReplacing(DatabaseWrapper):
     """Replaces a pool only after psycopg_pool's check() of its idle connections, which has
     no deadline: over a half-open link, ensure_timezone() / close_pool() wait for it."""
 
-    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
-        with contextlib.suppress(Exception):
-            entry.pool.check()
-        super()._close_and_forget_pool(entry)
+    class _ProbesFirst(PoolReplacement):
+        def retire(self, entry: pools.PoolEntry) -> None:
+            with contextlib.suppress(Exception):
+                entry.pool.check()
+            super().retire(entry)
+
+    replacement = _ProbesFirst()
 
 
 class ResetOnlyWithHealthChecks(DatabaseWrapper):
     """The reset wired into the health-check path: with checks off, nothing is reset."""
 
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        if self.settings.conn_health_checks:
-            super()._reset_session(conn, entry)
+    class _ResetWithChecks(ReturnPolicy):
+        def reset(self, wrapper: Any, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
+            if wrapper.settings.conn_health_checks:
+                super().reset(wrapper, conn, entry)
+
+    return_policy = _ResetWithChecks()
 
 
 class HandsOutResetInFlight(DatabaseWrapper):
     """The checkout never reads the reset sent on return: the next request gets a
     connection whose ``DISCARD ALL`` is still on the wire."""
 
-    def _finish_reset(
-        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
-    ) -> bool | None:
-        return None
+    class _NeverFinishes(CheckoutPolicy):
+        def finish_reset(
+            self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
+        ) -> bool | None:
+            return None
+
+    checkout_policy = _NeverFinishes()
 
 
 class ConfiguresOnlyWhatItFinished(DatabaseWrapper):
@@ -329,16 +375,17 @@ class ConfiguresOnlyWhatItFinished(DatabaseWrapper):
     by the pool's own ``check()`` leaves the session unconfigured (no ``SET ROLE``).
     The suite found this one in the first version of the reset in flight."""
 
-    def _finish_reset(
-        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
-    ) -> bool | None:
-        from plain_pool import health, session_reset
+    class _ConfiguresWhatItFinished(CheckoutPolicy):
+        def finish_reset(
+            self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
+        ) -> bool | None:
+            fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
+            session_reset.take_configure_due(conn)
+            if fresh is not None:
+                entry.configurer.configure(conn)
+            return fresh
 
-        fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
-        session_reset.take_configure_due(conn)
-        if fresh is not None:
-            entry.configurer.configure(conn)
-        return fresh
+    checkout_policy = _ConfiguresWhatItFinished()
 
 
 VARIANTS.update(

@@ -18,15 +18,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
 from time import monotonic
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 
-from plain_pool import health, pools, session_reset
+from plain_pool import health, pools
+from plain_pool.checking_out import CheckoutPolicy
 from plain_pool.configuration import SessionConfigurer
 from plain_pool.exceptions import (
     ConnectionClosedInAtomicBlock,
@@ -34,13 +33,12 @@ from plain_pool.exceptions import (
     ServerSideCursorsDisabled,
     TransactionManagementError,
 )
+from plain_pool.giving_back import ReturnPolicy
+from plain_pool.replacing import PoolReplacement
 from plain_pool.settings import DatabaseSettings
 from plain_pool.transactions import Atomic
 
 logger = logging.getLogger("plain_pool")
-
-#: Seconds ``close()`` waits for each of a replaced pool's worker threads.
-POOL_CLOSE_TIMEOUT = 0.2
 
 #: Counters every pool_stats() includes (zero when nothing happened).
 BACKEND_COUNTERS = ("checks_failed", "drains", "resets", "reset_failures")
@@ -62,17 +60,22 @@ class SettingsRef:
 class DatabaseWrapper:
     """A thread's connection to one database alias (pooled or not)."""
 
-    #: False only in the SharedAcrossFork canary.
-    fork_safe: ClassVar[bool] = True
-    #: Reset strategy on return: "discard_all" (default) or "keep_prepared"
-    #: (deadpool-style, keeps psycopg's prepared statements).
-    reset_strategy: ClassVar[str] = "discard_all"
-    #: How sessions are configured (time zone, role): subclass it to change that, on
-    #: every path (Django #35688).
+    # Each behaviour has one home; change one by subclassing and naming another.
+    #: How sessions are configured (time zone, role), on every path (Django #35688).
     configurer_class: ClassVar[type[SessionConfigurer]] = SessionConfigurer
-    #: What a failing health check may raise for the connection to be discarded and the
-    #: checkout retried: any Exception - a user ``check`` is arbitrary code.
-    check_failures: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
+    #: Checkout: which check, what fails it, the end of the reset in flight.
+    checkout_policy: ClassVar[CheckoutPolicy] = CheckoutPolicy()
+    #: Return: roll back, reset (``ReturnPolicy(reset="keep_prepared")`` keeps
+    #: psycopg's prepared statements), putconn to the connection's own pool.
+    return_policy: ClassVar[ReturnPolicy] = ReturnPolicy()
+    #: Retiring a pool on a zone change or ``close_pool()``.
+    replacement: ClassVar[PoolReplacement] = PoolReplacement()
+    #: The pool class; None: :class:`~plain_pool.recovering_pool.RecoveringConnectionPool`
+    #: (psycopg_pool's, with a short reconnection backoff), imported with the first pool
+    #: so that plain_pool imports without psycopg_pool (non-pooled mode).
+    pool_class: ClassVar[type[Any] | None] = None
+    #: Whether a forked child forgets this wrapper's pools and connections (pools.py).
+    fork_safe: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -128,33 +131,6 @@ class DatabaseWrapper:
     def _pool_key(self) -> tuple[Any, ...]:
         return (type(self), self.alias, self.settings.identity())
 
-    def _health_check(self) -> Callable[[psycopg.Connection], Any] | None:
-        """The user's ``check`` wins; else check_connection when health checks are on."""
-        s = self.settings
-        if s.pool and s.pool.get("check") is not None:
-            return s.pool["check"]
-        if s.conn_health_checks:
-            return health.check_connection
-        return None
-
-    def _checkout_check(self) -> Callable[[psycopg.Connection], Any] | None:
-        """The check our checkout loop runs (see health.py); a user check is
-        :func:`~plain_pool.health.verified` (it must leave the connection usable)."""
-        check = self._health_check()
-        if check is None or check is health.check_connection:
-            return check
-        return health.verified(check)
-
-    def _pool_check_callback(self) -> Callable[[psycopg.Connection], Any] | None:
-        """psycopg_pool's own ``check``: None, our loop runs the check instead."""
-        return None
-
-    def _pool_class(self) -> Any:
-        """The pool class (bare psycopg_pool.ConnectionPool in the BackoffRecovery canary)."""
-        from plain_pool.recovering_pool import RecoveringConnectionPool
-
-        return RecoveringConnectionPool
-
     def _create_pool_entry(self) -> pools.PoolEntry:
         s = self.settings
         if s.pool is None:
@@ -168,12 +144,15 @@ class DatabaseWrapper:
             health.stamp_created(conn)
             configurer.configure(conn)
 
-        pool = self._pool_class()(
+        pool_class = self.pool_class
+        if pool_class is None:
+            from plain_pool.recovering_pool import RecoveringConnectionPool as pool_class
+        pool = pool_class(
             conninfo="",
             kwargs=configurer.connect_kwargs(),
             open=False,
             configure=configure_new_connection,
-            check=self._pool_check_callback(),
+            check=self.checkout_policy.pool_check(s),
             **options,
         )
         return pools.PoolEntry(
@@ -197,14 +176,6 @@ class DatabaseWrapper:
         entry = self._pool_entry(create=True)
         return entry.pool if entry is not None else None
 
-    def _checkout(self, entry: pools.PoolEntry) -> psycopg.Connection:
-        return health.checkout(
-            entry,
-            self._checkout_check(),
-            failures=self.check_failures,
-            finish_reset=self._finish_reset,
-        )
-
     def _get_pooled_connection(self) -> tuple[pools.PoolEntry, psycopg.Connection]:
         from psycopg_pool import PoolClosed
 
@@ -215,7 +186,7 @@ class DatabaseWrapper:
             try:
                 if entry.pool.closed:
                     entry.pool.open()
-                return entry, self._checkout(entry)
+                return entry, self.checkout_policy.checkout(entry, self.settings)
             except PoolClosed:
                 # Another thread swapped the pool between our lookup and use:
                 # retry once with the new one. A closed pool still registered
@@ -224,29 +195,11 @@ class DatabaseWrapper:
                     raise
                 retried = True
 
-    def _forget_pool(self, entry: pools.PoolEntry) -> None:
-        pools.forget(entry)
-
-    def _close_and_forget_pool(self, entry: pools.PoolEntry) -> None:
-        """Forget the pool (new callers get a new one), then close it without waiting long.
-
-        psycopg_pool's ``close()`` joins its worker threads for up to 5 s each;
-        a worker stuck in a connection attempt (server down, half-open link)
-        would block ``ensure_timezone()`` / ``close_pool()`` for seconds (found
-        by the state machines under a half-open fault). The workers are
-        daemon threads and a closed pool closes whatever they still bring
-        back, so a short join is enough.
-        """
-        try:
-            self._forget_pool(entry)
-        finally:
-            entry.pool.close(timeout=POOL_CLOSE_TIMEOUT)
-
     def close_pool(self) -> None:
         """Close the alias's pool and forget it: the next use creates a new one."""
         entry = self._pool_entry(create=False)
         if entry is not None:
-            self._close_and_forget_pool(entry)
+            self.replacement.retire(entry)
 
     def pool_stats(self) -> dict[str, int]:
         """psycopg_pool's get_stats() plus the backend's own counters."""
@@ -333,90 +286,9 @@ class DatabaseWrapper:
         if entry is None:
             conn.close()
         else:
-            self._return_to_pool(conn, entry)
-
-    def _return_to_pool(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        """Roll back, reset, then putconn to the connection's OWN pool."""
-        pool = entry.pool
-        status = conn.info.transaction_status
-        if conn.closed or status in (TransactionStatus.UNKNOWN, TransactionStatus.ACTIVE):
-            if conn.broken:
-                # The socket died: the server probably went away, so every
-                # idle connection from before now is suspect.
-                health.drain_for(entry, conn)
-            self._putconn(entry, conn)
-            return
-        if pool.closed:
-            self._putconn(entry, conn)  # a closed pool closes it
-            return
-        try:
-            if status != TransactionStatus.IDLE:
-                with health.return_deadline(conn):  # a half-open link must not hang close()
-                    self._end_transaction_on_return(conn)
-            self._reset_session(conn, entry)
-        except Exception as exc:
-            entry.counters["reset_failures"] += 1
-            logger.warning("session reset failed, discarding the connection: %s", exc)
-            conn.close()
-            if conn.broken:
-                health.drain_for(entry, conn)
-        self._putconn(entry, conn)
-
-    def _putconn(self, entry: pools.PoolEntry, conn: psycopg.Connection) -> None:
-        entry.pool.putconn(conn)
-
-    def _end_transaction_on_return(self, conn: psycopg.Connection) -> None:
-        """A transaction left open is rolled back, NEVER committed."""
-        if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-            conn.rollback()
-
-    def _reset_session(self, conn: psycopg.Connection, entry: pools.PoolEntry) -> None:
-        """The reset on return (see session_reset.py). Overridable strategy.
-
-        ``discard_all`` on a pool that accepts it: sent now, finished at the next
-        checkout (:meth:`_finish_reset`). Otherwise run here, within the return deadline.
-        """
-        configurer = entry.configurer  # configure for the POOL's settings
-        prepare_threshold = configurer.settings.prepare_threshold
-        cursor_factory = configurer.cursor_factory()
-        if self.reset_strategy == "discard_all" and getattr(
-            entry.pool, "accepts_reset_in_flight", False
-        ):
-            session_reset.send_reset(
-                conn, prepare_threshold=prepare_threshold, cursor_factory=cursor_factory
-            )
-            entry.counters["resets"] += 1
-            return
-        with health.return_deadline(conn):  # a half-open link must not hang close()
-            session_reset.reset_session(
-                conn,
-                statements=session_reset.STRATEGIES[self.reset_strategy],
-                configure=configurer.configure,
-                session_zone_after_reset=entry.zone,
-                prepare_threshold=prepare_threshold,
-                cursor_factory=cursor_factory,
-            )
-        entry.counters["resets"] += 1
-
-    def _finish_reset(
-        self, entry: pools.PoolEntry, conn: psycopg.Connection, deadline: float
-    ) -> bool | None:
-        """At checkout: the reset sent on return, read; then the pool's configuration.
-
-        ``None``: no reset was in flight (a new connection, configured by the
-        pool). True: its answer arrived just now (the connection is alive).
-        """
-        fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
-        if session_reset.take_configure_due(conn):
-            with health.return_deadline(conn):  # SET ROLE over a half-open link
-                entry.configurer.configure(conn)
-        return fresh
+            self.return_policy.give_back(self, conn, entry)
 
     # -- time zone ------------------------------------------------------------
-    def _on_timezone_change(self, entry: pools.PoolEntry) -> None:
-        """The pool's sessions have the old zone in their startup options: replace it."""
-        self._close_and_forget_pool(entry)
-
     def ensure_timezone(self) -> bool:
         """Apply a TIME_ZONE / USE_TZ change. Return True if anything changed.
 
@@ -429,7 +301,7 @@ class DatabaseWrapper:
         changed = False
         entry = self._pool_entry(create=False)
         if entry is not None and entry.zone != zone:
-            self._on_timezone_change(entry)
+            self.replacement.on_timezone_change(entry)
             changed = True
         conn = self.connection
         if conn is not None and not conn.closed:

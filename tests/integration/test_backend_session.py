@@ -20,6 +20,7 @@ import pytest
 from chaos.fingerprint import session_fingerprint
 from chaos.targets.variants import VARIANTS
 from plain_pool import DatabaseWrapper, close_all_pools
+from plain_pool.giving_back import ReturnPolicy
 
 ROLE = "plain_pool_leak_role"
 
@@ -215,7 +216,7 @@ def test_prepared_statements_on_survive_resets(strategy, postgres, make_db_setti
     """prepare_threshold=0: the reset must not leave psycopg's cache stale (_pg3_N errors)."""
 
     class Wrapper(DatabaseWrapper):
-        reset_strategy = strategy
+        return_policy = ReturnPolicy(reset=strategy)
 
     settings = make_db_settings(
         postgres,

@@ -117,13 +117,13 @@ def test_user_check_wins_over_default_without_type_error():
     db = DatabaseWrapper(
         {**BASE, "POSTGRES_POOL": {"check": my_check}, "POSTGRES_CONN_HEALTH_CHECKS": True}
     )
-    assert db._health_check() is my_check
+    assert db.checkout_policy.health_check(db.settings) is my_check
     from plain_pool import health
 
     db2 = DatabaseWrapper({**BASE, "POSTGRES_POOL": True, "POSTGRES_CONN_HEALTH_CHECKS": True})
-    assert db2._health_check() is health.check_connection
+    assert db2.checkout_policy.health_check(db2.settings) is health.check_connection
     db3 = DatabaseWrapper({**BASE, "POSTGRES_POOL": True})
-    assert db3._health_check() is None
+    assert db3.checkout_policy.health_check(db3.settings) is None
 
 
 def test_pool_true_and_dict():
