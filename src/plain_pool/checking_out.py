@@ -58,7 +58,8 @@ class CheckoutPolicy:
         fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
         if session_reset.take_configure_due(conn):
             with health.return_deadline(conn):  # SET ROLE over a half-open link
-                entry.configurer.configure(conn)
+                # DISCARD ALL restored the zone of the pool's startup options.
+                entry.configurer.configure(conn, session_zone=entry.zone)
         return fresh
 
     def checkout(self, entry: PoolEntry, settings: DatabaseSettings) -> psycopg.Connection:

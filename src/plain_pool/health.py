@@ -56,7 +56,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from time import monotonic
 from typing import Any
 
@@ -302,11 +302,19 @@ class _Watchdog:
 _WATCHDOG = _Watchdog()
 
 
-@contextlib.contextmanager
-def return_deadline(conn: psycopg.Connection, seconds: float = RESET_TIMEOUT) -> Iterator[None]:
-    """Bound the block (the reset on return): past ``seconds`` the socket is shut down."""
-    entry = _WATCHDOG.arm(conn, seconds)
-    try:
-        yield
-    finally:
-        _WATCHDOG.disarm(entry)
+class return_deadline:
+    """Bound the block (a rollback on return, configuring after a reset): past
+    ``seconds`` the socket is shut down. A class, not a generator-based context
+    manager: it is on every checkout's path."""
+
+    __slots__ = ("_conn", "_entry", "_seconds")
+
+    def __init__(self, conn: psycopg.Connection, seconds: float = RESET_TIMEOUT) -> None:
+        self._conn = conn
+        self._seconds = seconds
+
+    def __enter__(self) -> None:
+        self._entry = _WATCHDOG.arm(self._conn, self._seconds)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _WATCHDOG.disarm(self._entry)
