@@ -272,12 +272,18 @@ class _Watchdog:
         entry = [monotonic() + seconds, next(self._seq), conn]
         with self._lock:
             heapq.heappush(self._heap, entry)
-            if self._thread is None or not self._thread.is_alive():  # first use, or a fork
+            if self._thread is None:  # first use, or the first since a fork (see forget_thread)
                 self._thread = threading.Thread(
                     target=self._run, name="plain_pool-return-deadline", daemon=True
                 )
                 self._thread.start()
         return entry
+
+    def forget_thread(self) -> None:
+        """In a forked child: the thread is gone, and so is whatever it was watching."""
+        self._lock = threading.Lock()
+        self._heap = []
+        self._thread = None
 
     def disarm(self, entry: list[Any]) -> None:
         with self._lock:
@@ -300,6 +306,7 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+os.register_at_fork(after_in_child=_WATCHDOG.forget_thread)
 
 
 class return_deadline:
