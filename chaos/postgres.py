@@ -10,6 +10,13 @@ It listens on 127.0.0.1 only, on a free port, with trust authentication for
 127.0.0.1 only and no unix socket; ``fsync=off`` (the suite tests the pool,
 not the disk), but commits are crash-safe at the process level.
 
+``tls=True`` gives a connection setup as costly as a production one (what
+connect-per-request pays): ``ssl=on`` with a throwaway certificate (trustme,
+made at start, key file 0600 owned by the server's user), and a login role,
+:data:`TLS_ROLE`, that may only connect over TLS with its password
+(``hostssl ... scram-sha-256``); :attr:`PostgresServer.tls` holds how to log in.
+The superuser stays trusted, for the harness's own administration.
+
 Postgres refuses to run as root. When the harness runs as root, ``initdb``
 and ``postgres`` run as the ``postgres`` user (or ``nobody``) and the temp
 dir is chowned to it.
@@ -31,8 +38,10 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -55,6 +64,7 @@ from plain_pool._redact import redact, secrets_in
 __all__ = [
     "DSN_ENV",
     "MODE_ENV",
+    "TLS_ROLE",
     "BinariesNotFound",
     "DockerPostgres",
     "ExternalPostgres",
@@ -63,6 +73,7 @@ __all__ = [
     "PostgresStartError",
     "ServerControlUnavailable",
     "ServerUnavailable",
+    "TlsLogin",
     "find_binaries",
     "parse_dsn",
 ]
@@ -96,6 +107,16 @@ BASE_SETTINGS: dict[str, str] = {
     "log_line_prefix": "%m [%p] %q%u@%d ",
     "log_min_messages": "warning",
 }
+# tls=True: the files are relative to the data dir. password_encryption is already the
+# default since Postgres 14; set so that the role's verifier is SCRAM on any version.
+TLS_SETTINGS: dict[str, str] = {
+    "ssl": "on",
+    "ssl_cert_file": "server.crt",
+    "ssl_key_file": "server.key",
+    "password_encryption": "scram-sha-256",
+}
+#: The login role of a ``tls=True`` server (TLS and scram-sha-256 only).
+TLS_ROLE = "app_tls"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -198,6 +219,61 @@ def _tail(path: Path, lines: int = 40) -> str:
     except OSError as exc:
         return f"(no log: {exc})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+# --- TLS and scram-sha-256 (tls=True) -----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsLogin:
+    """How to log in to a ``tls=True`` server; the repr leaves the password out.
+
+    ``ca_file`` is the throwaway CA that signed the server's certificate (for
+    ``sslmode=verify-full``); ``sslmode=require`` needs nothing.
+    """
+
+    user: str
+    password: str = dataclasses.field(repr=False)
+    ca_file: Path
+
+    def connect_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """libpq / psycopg keyword arguments for this login, TLS required.
+
+        The dict holds the password: pass it on, never print it.
+        """
+        return {"user": self.user, "password": self.password, "sslmode": "require", **overrides}
+
+
+def _write_private(path: Path, data: bytes, user: pwd.struct_passwd | None, mode: int) -> None:
+    """Write a new file created with ``mode`` (no moment with wider permissions), owned by
+    ``user`` (Postgres refuses a key file that others can read, or that it does not own)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    if user is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _write_tls_files(data_dir: Path, ca_file: Path, user: pwd.struct_passwd | None) -> None:
+    """A throwaway CA (its key only in memory) and a certificate for 127.0.0.1 it signed.
+
+    RSA 2048, not trustme's ECDSA default: the key type of Debian's snakeoil
+    certificate and of the managed services' default CAs, so the handshake
+    costs what it usually costs.
+    """
+    try:
+        import trustme
+    except ImportError as exc:
+        raise PostgresStartError(
+            "PostgresServer(tls=True) needs trustme: pip install 'plain-pool[chaos]'"
+        ) from exc
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    leaf = ca.issue_cert(LOOPBACK, "localhost", key_type=trustme.KeyType.RSA)
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+    _write_private(data_dir / TLS_SETTINGS["ssl_cert_file"], chain, user, 0o644)
+    key = leaf.private_key_pem.bytes()
+    _write_private(data_dir / TLS_SETTINGS["ssl_key_file"], key, user, 0o600)
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -322,7 +398,8 @@ class PostgresServer(_ConnectMixin):
     """A throwaway Postgres server in a temp dir; a context manager (start / close).
 
     ``settings`` are extra ``postgresql.conf`` lines (they override the
-    speed-oriented defaults in ``BASE_SETTINGS``).
+    speed-oriented defaults in ``BASE_SETTINGS``). ``tls=True``: TLS on and the
+    :data:`TLS_ROLE` login, scram-sha-256 over TLS only (see the module docstring).
     """
 
     mode: ClassVar[str] = "owned"
@@ -340,6 +417,7 @@ class PostgresServer(_ConnectMixin):
         settings: Mapping[str, str] | None = None,
         start_timeout: float = 60.0,
         parent_death_signal: bool = True,
+        tls: bool = False,
     ) -> None:
         self.parent_death_signal = parent_death_signal
         self.binaries = binaries or find_binaries()
@@ -348,7 +426,12 @@ class PostgresServer(_ConnectMixin):
         self.port = port if port is not None else _free_port()
         self.max_connections = max_connections
         self.settings = {**BASE_SETTINGS, "max_connections": str(max_connections)}
+        if tls:
+            self.settings.update(TLS_SETTINGS)
         self.settings.update({k: str(v) for k, v in (settings or {}).items()})
+        #: How to log in with TLS and scram-sha-256 (``tls=True`` only; set by start()).
+        self.tls: TlsLogin | None = None
+        self._tls_wanted = tls
         self.start_timeout = start_timeout
         self.base_dir: Path | None = None
         self.data_dir: Path | None = None
@@ -363,6 +446,8 @@ class PostgresServer(_ConnectMixin):
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
+        if self._tls_wanted:
+            state += " tls"
         return f"<PostgresServer {self.version} {self.host}:{self.port} {state} {self.data_dir}>"
 
     # -- lifecycle
@@ -397,6 +482,8 @@ class PostgresServer(_ConnectMixin):
             if fresh:
                 self._create_cluster()
                 self._start_postmaster()
+                if self._tls_wanted:
+                    self._create_tls_login()
             else:  # a restart after stop(): clients and proxies point at this port
                 self._respawn()
         except BaseException:
@@ -471,10 +558,39 @@ class PostgresServer(_ConnectMixin):
             f.write("\n# plain-pool harness\n")
             for key, value in self.settings.items():
                 f.write(f"{key} = {_quote(value)}\n")
+        if self._tls_wanted:
+            _write_tls_files(data, base / "ca.crt", self._user)
+            (data / "pg_hba.conf").write_text(
+                "# plain-pool harness: TCP on 127.0.0.1 only; the superuser trusted (the\n"
+                "# harness's administration), every other role over TLS with scram-sha-256\n"
+                f"host all {self.superuser} {LOOPBACK}/32 trust\n"
+                f"hostssl all all {LOOPBACK}/32 scram-sha-256\n"
+            )
+            return
         (data / "pg_hba.conf").write_text(
             "# plain-pool harness: trust, TCP on 127.0.0.1 only\n"
             f"host all all {LOOPBACK}/32 trust\n"
         )
+
+    def _create_tls_login(self) -> None:
+        """The :data:`TLS_ROLE` login with a fresh random password.
+
+        The server gets the SCRAM verifier computed here (libpq's
+        ``PQencryptPasswordConn``, as psql's ``\\password`` does), never the
+        password: a statement that failed, and was logged, would not show it.
+        """
+        assert self.base_dir is not None
+        password = secrets.token_urlsafe(24)
+        with self._admin() as conn:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), TLS_ROLE.encode(), b"scram-sha-256"
+            )
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(TLS_ROLE), sql.Literal(verifier.decode())
+                )
+            )
+        self.tls = TlsLogin(TLS_ROLE, password, self.base_dir / "ca.crt")
 
     def _spawn(self) -> None:
         assert self.data_dir is not None and self._watch is not None
