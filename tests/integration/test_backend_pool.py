@@ -18,6 +18,7 @@ from plain_pool import (
     DatabaseWrapper,
     ServerSideCursorsDisabled,
     TransactionManagementError,
+    _compat,
     close_all_pools,
 )
 
@@ -353,8 +354,31 @@ def wait_settled(pool: Any, checked_out: int, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def fork_problems(wrapper_class, settings) -> list[str]:
+#: How long a session the child terminated may take to leave pg_stat_activity.
+SESSION_EXIT_S = 2.0
+
+
+def sessions_gone(server: Any, pids: set[int]) -> set[int]:
+    """Which of ``pids`` left the server within SESSION_EXIT_S (returns at the first)."""
+    deadline = time.monotonic() + SESSION_EXIT_S
+    with server.connect() as admin:
+        while True:
+            rows = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]
+            ).fetchall()
+            gone = pids - {row[0] for row in rows}
+            if gone or time.monotonic() >= deadline:
+                return gone
+            time.sleep(0.05)
+
+
+def fork_problems(wrapper_class, settings, server) -> list[str]:
+    """Two connections held and two idle in the pool (min_size 4: the fork never depends
+    on how far the pool had grown), then a child uses its wrapper and closes its pools.
+    The parent's idle sessions must survive on the server (seen from pg_stat_activity,
+    not from what the parent reads on a socket the child may have written to)."""
     problems = []
+    settings = {**settings, "POSTGRES_POOL": {"min_size": 4, "max_size": 4, "timeout": 5}}
     db = wrapper_class(settings, alias="fork")
     parent_pid = db.cursor().execute("SELECT pg_backend_pid()").fetchone()[0]
     other: dict[str, Any] = {}
@@ -368,6 +392,8 @@ def fork_problems(wrapper_class, settings) -> list[str]:
     t.start()
     t.join()
     wait_settled(db.pool, checked_out=2)
+    idle_pids = {conn.info.backend_pid for conn in _compat.idle_connections(db.pool)}
+    assert len(idle_pids) == 2, idle_pids  # what the test relies on, not what it checks
     child = os.fork()
     if child == 0:  # pragma: no cover - child
         code = 0
@@ -387,6 +413,9 @@ def fork_problems(wrapper_class, settings) -> list[str]:
     code = os.waitstatus_to_exitcode(status)
     if code:
         problems.append(f"child failed with {code}")
+    gone = sessions_gone(server, idle_pids)
+    if gone:
+        problems.append(f"the parent's idle sessions {sorted(gone)} ended with the child")
     try:
         if db.cursor().execute("SELECT pg_backend_pid()").fetchone()[0] != parent_pid:
             problems.append("parent's connection changed")
@@ -402,10 +431,11 @@ def fork_problems(wrapper_class, settings) -> list[str]:
     return problems
 
 
-def test_fork_safety(pooled):
-    assert fork_problems(DatabaseWrapper, pooled) == []
+def test_fork_safety(pooled, postgres):
+    assert fork_problems(DatabaseWrapper, pooled, postgres) == []
 
 
 @pytest.mark.canary
-def test_canary_shared_across_fork(pooled):
-    assert fork_problems(VARIANTS["SharedAcrossFork"], pooled) != []
+def test_canary_shared_across_fork(pooled, postgres):
+    problems = fork_problems(VARIANTS["SharedAcrossFork"], pooled, postgres)
+    assert any("idle sessions" in problem for problem in problems), problems
