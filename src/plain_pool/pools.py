@@ -10,8 +10,8 @@ always goes back to ITS pool, even after the registry moved on to a new one
 other settings).
 
 Keys are ``(wrapper class, alias, settings identity)``: two wrapper classes
-never share a pool because the pool's configure callback is bound to the
-creating wrapper (a subclass override must be honoured, Django #35688), and
+never share a pool because the pool captures the creating class's configurer
+and policies (a subclass must be honoured, Django #35688), and
 two servers behind the same alias (tests!) never share one either. The time
 zone is NOT part of the key: a zone change is handled by closing and
 forgetting the pool, whose idle sessions have the old zone in their startup
@@ -45,11 +45,14 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from plain_pool import _compat
+
+if TYPE_CHECKING:
+    from plain_pool.configuration import SessionConfigurer
 
 
 @dataclass(eq=False)
@@ -67,9 +70,9 @@ class PoolEntry:
     #: monotonic() of the last drain (0 = never): connections created before are suspect.
     last_drain: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
-    #: A wrapper frozen at the settings this pool was made for: it configures
-    #: the pool's connections (new ones and after every reset on return).
-    configurer: Any = None
+    #: The SessionConfigurer frozen at the settings this pool was made for: it configures
+    #: the pool's connections (new ones, and after every reset).
+    configurer: SessionConfigurer = None  # type: ignore[assignment]  # set by the wrapper
 
 
 _lock = threading.Lock()
