@@ -12,7 +12,9 @@ non-pooled ``init_connection_state``.
 To change how sessions are configured, subclass it and name the subclass in
 ``DatabaseWrapper.configurer_class``: the override is honoured on every
 path, pooled or not (Django #35688: overrides of the wrapper's configuration
-hooks were bypassed by the pool's callback).
+hooks were bypassed by the pool's callback). An override of ``configure`` or
+``configure_timezone`` must accept the ``session_zone`` keyword: after a
+reset the checkout passes the zone ``DISCARD ALL`` restored.
 """
 
 from __future__ import annotations
