@@ -15,7 +15,6 @@ import contextlib
 import gc
 import itertools
 import os
-import selectors
 import time
 import uuid
 import weakref
@@ -39,7 +38,7 @@ from chaos.targets.base import (
     TargetOptions,
     TargetRequest,
 )
-from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, pools, session_reset
+from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, _wire, pools, session_reset
 from plain_pool.health import CREATED_AT
 
 _aliases = itertools.count(1)
@@ -547,8 +546,8 @@ class PlainPoolTarget(Target):
 
 
 def _ping(conn: psycopg.Connection, timeout: float) -> None:
-    """An empty query at the libpq level with a deadline, as plain_pool.health's
-    check_connection does, but in any transaction status: no BEGIN, no state change."""
+    """An empty query at the libpq level with a deadline (plain_pool._wire, as the backend's
+    health probe), but in any transaction status: no BEGIN, no state change."""
     pgconn = conn.pgconn
     if pgconn.status != ConnStatus.OK:
         raise psycopg.OperationalError("the connection is closed or broken")
@@ -558,19 +557,6 @@ def _ping(conn: psycopg.Connection, timeout: float) -> None:
         # as the next checkout would; the checkout still configures the session).
         session_reset.finish_reset(conn, deadline, answer_within=timeout)
         return
-    pgconn.send_query(b"")
-    with selectors.DefaultSelector() as selector:
-        selector.register(pgconn.socket, selectors.EVENT_READ)
-        while pgconn.flush() != 0:
-            pass
-        while True:
-            pgconn.consume_input()
-            if not pgconn.is_busy():
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not selector.select(remaining):
-                raise psycopg.OperationalError(f"no answer to an empty query within {timeout}s")
-    while (result := pgconn.get_result()) is not None:
-        if result.status != ExecStatus.EMPTY_QUERY:
-            message = (result.error_message or b"").decode(errors="replace").strip()
-            raise psycopg.OperationalError(f"empty query failed: {message}")
+    _wire.send(pgconn, b"")
+    _wire.wait_until_answered(pgconn, deadline, f"empty query (within {timeout}s)")
+    _wire.collect(pgconn, (ExecStatus.EMPTY_QUERY,), "empty query")

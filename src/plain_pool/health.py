@@ -193,10 +193,7 @@ def checkout(
             try:
                 fresh = finish_reset(entry, conn, deadline)
             except Exception as exc:
-                entry.counters["reset_failures"] += 1
-                logger.info("pooled connection failed its session reset: %s", exc)
-                discard(entry, conn)
-                drain_for(entry, conn)
+                _reject(entry, conn, "reset_failures", "its session reset", exc)
                 continue
             except BaseException:
                 discard(entry, conn)  # its reset was interrupted: the session may be dirty
@@ -209,15 +206,22 @@ def checkout(
             else:
                 check(conn)
         except failures as exc:
-            entry.counters["checks_failed"] += 1
-            logger.info("pooled connection failed its check: %s", exc)
-            discard(entry, conn)
-            drain_for(entry, conn)
+            _reject(entry, conn, "checks_failed", "its check", exc)
             continue
         except BaseException:
             pool.putconn(conn)
             raise
         return conn
+
+
+def _reject(
+    entry: PoolEntry, conn: psycopg.Connection, counter: str, what: str, exc: Exception
+) -> None:
+    """A connection that failed at checkout: count it, discard it, drain its generation."""
+    entry.counters[counter] += 1
+    logger.info("pooled connection failed %s: %s", what, exc)
+    discard(entry, conn)
+    drain_for(entry, conn)
 
 
 def discard(entry: PoolEntry, conn: psycopg.Connection) -> None:
