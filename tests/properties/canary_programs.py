@@ -60,6 +60,10 @@ def dead_connection_handed_out(state: Checked) -> None:
     r0 = state.start(settings=UTC)
     state.checkout(request=r0)
     state.give_back(request=r0)
+    # pool.check() reads the reset sent on return: otherwise whether the fault meets the
+    # reset's answer on the wire (read at checkout: the connection is discarded even
+    # without a health check) or already buffered (handed out dead) is a race.
+    state.check_pool()
     state.inject_network_fault(fault=Down(), blip=True)
 
 
