@@ -146,6 +146,12 @@ class PlainPoolSession(Session):
         # (the pool's health check makes one) are its cache, not a previous user's state;
         # the prepared-statements machine checks that cache stays valid instead.
         conn = self.db.ensure_connection()
+        if conn.closed or conn.info.transaction_status == TransactionStatus.UNKNOWN:
+            # libpq already knows this session is gone: a dead handout for the judge
+            # (allowed once per pooled connection with health checks off), not a leak.
+            raise psycopg.OperationalError(
+                f"the checkout handed out a broken connection ({conn.pgconn.status.name})"
+            )
         fingerprint = session_fingerprint(conn)
         backend, age = _backend(conn)
         entry = getattr(self.db, "_conn_entry", None)

@@ -19,11 +19,13 @@ reset the checkout passes the zone ``DISCARD ALL`` restored.
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
+from plain_pool import _wire
 from plain_pool.settings import DatabaseSettings
 
 
@@ -91,7 +93,9 @@ class SessionConfigurer:
         )
         if current == self.zone:
             return False
-        conn.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.zone)), prepare=False)
+        execute_outside_transactions(
+            conn, sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.zone))
+        )
         return True
 
     def configure_role(self, conn: psycopg.Connection) -> bool:
@@ -102,5 +106,29 @@ class SessionConfigurer:
         role = self.settings.assume_role
         if not role:
             return False
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)), prepare=False)
+        execute_outside_transactions(conn, sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         return True
+
+
+#: Upper bound of one configuration statement (a half-open link must not hang it).
+CONFIGURE_TIMEOUT = 2.0
+
+
+def execute_outside_transactions(conn: psycopg.Connection, statement: sql.Composable) -> None:
+    """Run ``statement`` as it is, never opening a transaction.
+
+    psycopg's ``execute`` on a connection with autocommit off sends ``BEGIN``
+    first: a ``SET TIME ZONE`` run by ``ensure_timezone()`` on a connection a
+    request holds with autocommit off would open a transaction the request
+    never began (and a later rollback would undo the zone). Found by the state
+    machines. At the libpq level nothing else is sent; inside a transaction
+    the request began, the statement joins it, as Django's does. Bounded by
+    :data:`CONFIGURE_TIMEOUT`.
+    """
+    pgconn = conn.pgconn
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        conn.execute(statement, prepare=False)  # joins (or fails with) the request's transaction
+        return
+    _wire.send(pgconn, statement.as_bytes(conn))
+    _wire.wait_until_answered(pgconn, monotonic() + CONFIGURE_TIMEOUT, "session configuration")
+    _wire.collect(pgconn, (pq.ExecStatus.COMMAND_OK,), "session configuration")

@@ -20,6 +20,7 @@ from typing import Any
 
 from plain_pool import pools
 from plain_pool.exceptions import ImproperlyConfigured
+from plain_pool.replacing import POOL_CLOSE_TIMEOUT
 from plain_pool.settings import DatabaseSettings
 from plain_pool.wrapper import DatabaseWrapper, SettingsRef
 
@@ -98,8 +99,17 @@ class ConnectionHandler:
             ref = self._refs.get(alias)
             if ref is None:
                 raise ImproperlyConfigured(f"the database alias {alias!r} is not configured")
-            ref.current = ref.current.replace(**changes)
-            return ref.current
+            old = ref.current
+            ref.current = old.replace(**changes)
+        if old.pooled and ref.current.identity() != old.identity():
+            # A pool for settings no longer in force is retired, not kept registered: its
+            # idle sessions would sit unwatched through faults and come back into service,
+            # dead or stale, if the settings ever changed back (found by the state machines).
+            pools.close_matching(
+                lambda entry: entry.key[1] == alias and entry.key[2] == old.identity(),
+                timeout=POOL_CLOSE_TIMEOUT,
+            )
+        return ref.current
 
     def ensure_timezone(self, alias: str | None = None) -> None:
         for name in [alias] if alias else list(self):

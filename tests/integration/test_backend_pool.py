@@ -115,6 +115,23 @@ def test_ensure_timezone_reconfigures_held_connection(pooled):
     db.close()
 
 
+def test_settings_change_retires_the_pool_it_makes_obsolete(pooled):
+    """A change of what the pool is made for (here its options; a role likewise)
+    closes the old pool at once: kept registered, its idle sessions sat unwatched
+    through faults and came back into service, dead, when the settings changed back
+    (found by the state machines with health checks off)."""
+    handler = ConnectionHandler({"obsolete": pooled})
+    db = handler["obsolete"]
+    db.ensure_connection()
+    old_pool = db.pool
+    db.close()
+    handler.update_settings("obsolete", POSTGRES_POOL={"min_size": 1, "max_size": 3})
+    assert old_pool.closed
+    db.ensure_connection()
+    assert db.pool is not old_pool and db.pool.max_size == 3
+    db.close()
+
+
 # -- own pool -------------------------------------------------------------------
 def test_connection_returns_to_its_own_pool_after_swap(pooled):
     a = DatabaseWrapper(pooled, alias="swap")

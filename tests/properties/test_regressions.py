@@ -84,3 +84,39 @@ def test_pool_check_stuck_under_half_open_then_settings_change(machine_env):
         assert state.model.control_stuck == 0
     finally:
         state.teardown()
+
+
+def test_zone_change_on_a_held_connection_with_autocommit_off_opens_no_transaction(machine_env):
+    """The chaos run found this plain_pool bug (fixed): ``ensure_timezone()`` ran
+    ``SET TIME ZONE`` through psycopg on a connection a request held with autocommit
+    off, which sent ``BEGIN`` first: the request found itself in a transaction it never
+    began (changing isolation_level then failed). The printed program, minus its
+    repeated ``close_pool()`` steps."""
+    from canary_programs import Checked
+
+    from chaos.machines.dirt import ClientAttr
+
+    options = TargetOptions(max_size=1, timeout=0.5)
+    LifetimeMachine = machine_for(machine_env, options=options, name="LifetimeMachine")
+    state = LifetimeMachine()
+    try:
+        steps = Checked(state)
+        requests_0 = steps.start(settings=SettingsValue("UTC", use_tz=False, role=None))
+        steps.change_settings_in_request(
+            request=requests_0, settings=SettingsValue("Europe/Paris", use_tz=False, role=None)
+        )
+        steps.dirty_session(
+            dirt=ClientAttr(attr="autocommit", value=False),
+            request=requests_0,
+            then_give_back=False,
+        )
+        steps.change_settings_in_request(
+            request=requests_0, settings=SettingsValue("UTC", use_tz=False, role=None)
+        )
+        steps.dirty_session(
+            dirt=ClientAttr(attr="isolation_level", value="SERIALIZABLE"),
+            request=requests_0,
+            then_give_back=False,
+        )
+    finally:
+        state.teardown()
