@@ -36,11 +36,9 @@ import importlib.metadata
 import json
 import math
 import platform
-import re
 import signal
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from _common import POOL, bounded, pool_threads, sessions_left
 
 from chaos.postgres import PostgresServer, TlsLogin
 from chaos.toxiproxy.harness import ProxyHandle, ToxiproxyServer
@@ -55,51 +54,21 @@ from plain_pool import DatabaseWrapper, close_all_pools
 
 DEFAULT_RTTS = (0, 1, 5, 25)
 MODES = ("connect", "pooled")
-#: As bench/bench_reset.py; one thread uses one connection at a time.
-POOL = {"min_size": 4, "max_size": 4, "timeout": 30}
 #: Fewer requests than this in a measurement say nothing: it runs past --seconds.
 MIN_REQUESTS = 3
 MAX_RTT_MS = 2000
 CONNECT_TIMEOUT = 10
 #: Every connection the bench opens says so: the end-of-run check counts them.
 APPLICATION_NAME = "bench_connect"
-_POOL_THREAD = re.compile(r"-(scheduler|worker-\d+)$")
 
 
 # --- arguments -----------------------------------------------------------------------
 
 
-def _rtt(text: str) -> int:
-    """A round trip in whole milliseconds (Toxiproxy's latency is an integer of ms)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a whole number of milliseconds"
-        ) from None
-    if not 0 <= value <= MAX_RTT_MS:
-        raise argparse.ArgumentTypeError(f"{value} ms is not in 0..{MAX_RTT_MS}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 600] seconds")
-    return value
-
-
-def _rounds(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{value} is not in 1..100")
-    return value
+#: A round trip in whole milliseconds (Toxiproxy's latency is an integer of ms).
+_rtt = bounded(int, "milliseconds", low=0, high=MAX_RTT_MS)
+_seconds = bounded(float, "seconds", low=0.0, high=600.0, low_open=True)
+_rounds = bounded(int, "rounds", low=1, high=100)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -281,23 +250,8 @@ def targets(
 
 
 def still_connected(server: PostgresServer, within: float = 5.0) -> int:
-    """The bench's sessions still on the server after ``within`` seconds (a backend
-    exits a moment after its client closes)."""
-    deadline = time.monotonic() + within
-    with server.connect() as conn:
-        while True:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                [APPLICATION_NAME],
-            ).fetchone() or (0,)
-            if n == 0 or time.monotonic() >= deadline:
-                return int(n)
-            time.sleep(0.05)
-
-
-def pool_threads() -> list[str]:
-    """psycopg_pool's scheduler and worker threads still alive: a pool left open."""
-    return [t.name for t in threading.enumerate() if t.is_alive() and _POOL_THREAD.search(t.name)]
+    """The bench's sessions still on the server after up to ``within`` seconds."""
+    return sessions_left(server.connect, APPLICATION_NAME, within)
 
 
 def run(

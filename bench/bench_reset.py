@@ -51,7 +51,6 @@ import importlib
 import json
 import platform
 import pstats
-import re
 import statistics
 import sys
 import threading
@@ -61,10 +60,9 @@ from typing import Any, Protocol
 
 import psycopg
 import psycopg_pool
+from _common import POOL, bounded, pool_threads, sessions_left
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-#: Pool options for every row: a pool of 4, always full.
-POOL = {"min_size": 4, "max_size": 4, "timeout": 30}
 PROFILE_TOP = 25
 
 Op = Callable[[], None]
@@ -597,34 +595,9 @@ def short_paths(stats: pstats.Stats) -> None:
 # -- arguments ----------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+_positive_float = bounded(float, "seconds", low=0.0, low_open=True)
+_non_negative_float = bounded(float, "seconds", low=0.0)
+_positive_int = bounded(int, "", low=1)
 
 
 def _dsn(text: str) -> ConnParams:
@@ -701,29 +674,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 #: Every connection the bench opens says so (unless --dsn names another application).
 APPLICATION_NAME = "bench_reset"
-_POOL_THREAD = re.compile(r"-(scheduler|worker-\d+)$")
-
-
-def pool_threads() -> list[str]:
-    """psycopg_pool's scheduler and worker threads still alive: a pool left open."""
-    return [t.name for t in threading.enumerate() if t.is_alive() and _POOL_THREAD.search(t.name)]
 
 
 def still_connected(params: ConnParams, within: float = 5.0) -> int:
-    """The bench's sessions still on the server after ``within`` seconds (backends exit
-    a moment after their client closes)."""
+    """The bench's sessions still on the server (unless --dsn names another application)."""
     app = params.options.get("application_name", APPLICATION_NAME)
-    deadline = time.monotonic() + within
-    with psycopg.connect(
-        params.conninfo(), autocommit=True, connect_timeout=10, application_name=f"{app}-check"
-    ) as conn:
-        while True:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app]
-            ).fetchone() or (0,)
-            if n == 0 or time.monotonic() >= deadline:
-                return int(n)
-            time.sleep(0.05)
+    return sessions_left(
+        lambda: psycopg.connect(
+            params.conninfo(),
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"{app}-check",
+        ),
+        app,
+        within,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

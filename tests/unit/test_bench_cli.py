@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_reset.py"
 
 
 def _load() -> ModuleType:
+    sys.path.insert(0, str(BENCH.parent))  # as `python bench/bench_reset.py` has it: _common
     spec = importlib.util.spec_from_file_location("bench_reset", BENCH)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
