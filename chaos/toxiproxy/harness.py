@@ -32,7 +32,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chaos.toxiproxy import EMBEDDED_MARKER
 from chaos.toxiproxy.server import READY_PREFIX
@@ -98,7 +98,9 @@ class ToxiproxyServer:
         self._extra_args = list(extra_args)
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
-        self._log: Path | None = None
+        #: The server's stderr, in a file with no name: nothing to leave behind, even when
+        #: this process is killed before close() (a named log outlived a SIGKILL).
+        self._log: IO[bytes] | None = None
         self._lock = threading.Lock()
         self.kind = ""
         self.url = ""
@@ -137,19 +139,16 @@ class ToxiproxyServer:
         self.url = f"http://{self.host}:{self.port}"
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        fd, log_path = tempfile.mkstemp(prefix="toxiproxy-", suffix=".log")
-        self._log = Path(log_path)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=fd,
-                env=env,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-            )
-        finally:
-            os.close(fd)
+        if self._log is None:
+            self._log = tempfile.TemporaryFile(prefix="toxiproxy-", suffix=".log")  # noqa: SIM115 - closed by close()
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            env=env,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
         self._proc = proc
         self.pid = proc.pid
         atexit.register(self.close)
@@ -178,8 +177,9 @@ class ToxiproxyServer:
         reader.join(self._startup_timeout)
         line = result[0].decode() if result else ""
         if not line.startswith(READY_PREFIX):
+            log = self._log_text()  # before close(), which drops the log
             self.close()
-            raise RuntimeError(f"embedded toxiproxy did not start: {line!r}\n{self._log_text()}")
+            raise RuntimeError(f"embedded toxiproxy did not start: {line!r}\n{log}")
         return line
 
     def _start_real(self, binary: str) -> None:
@@ -198,13 +198,17 @@ class ToxiproxyServer:
                 return
             except OSError:
                 time.sleep(0.05)
+        log = self._log_text()  # before close(), which drops the log
         self.close()
-        raise RuntimeError(f"toxiproxy-server did not start\n{self._log_text()}")
+        raise RuntimeError(f"toxiproxy-server did not start\n{log}")
 
     def _log_text(self) -> str:
         try:
-            return self._log.read_text() if self._log else ""
-        except OSError:
+            if self._log is None:
+                return ""
+            self._log.seek(0)
+            return self._log.read().decode(errors="replace")
+        except (OSError, ValueError):  # ValueError: already closed
             return ""
 
     def _probe_version(self) -> str:
@@ -220,7 +224,7 @@ class ToxiproxyServer:
         return self._proc is None or self._proc.poll() is None
 
     def close(self) -> None:
-        """Stop a server this object started (SIGTERM, then SIGKILL) and remove its log."""
+        """Stop a server this object started (SIGTERM, then SIGKILL) and drop its log."""
         with self._lock:
             proc, self._proc = self._proc, None
         if proc is not None:
@@ -235,7 +239,7 @@ class ToxiproxyServer:
                 proc.stdout.close()
             atexit.unregister(self.close)
         if self._log is not None:
-            self._log.unlink(missing_ok=True)
+            self._log.close()
             self._log = None
 
     # --- clients ---------------------------------------------------------------------------

@@ -173,14 +173,17 @@ def test_sigint_stops_cleanly(embedded_only):
         assert server._proc.wait(10) == 0
 
 
-def test_harness_server_dies_with_its_parent(embedded_only):
-    """PR_SET_PDEATHSIG: SIGKILL the parent, the embedded server goes too."""
+def test_harness_server_dies_with_its_parent(embedded_only, tmp_path):
+    """PR_SET_PDEATHSIG: SIGKILL the parent, the embedded server goes too, and nothing
+    of it stays in the temp directory (its log once did: one file per run)."""
     code = (
         "from chaos.toxiproxy.harness import ToxiproxyServer\n"
         "s = ToxiproxyServer(prefer='embedded'); s.start(); print(s.pid, flush=True)\n"
         "import time; time.sleep(60)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TMPDIR": str(temp)}
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
     try:
         child = int(parent.stdout.readline())
@@ -192,5 +195,6 @@ def test_harness_server_dies_with_its_parent(embedded_only):
         # (other start time) as gone; 10 s is far beyond a signal's delivery.
         if not wait_until(lambda: not alive(child, started), timeout=10):
             pytest.fail(f"embedded server {child} outlived its parent")
+        assert sorted(p.name for p in temp.iterdir()) == []
     finally:
         parent.stdout.close()
