@@ -563,6 +563,4 @@ def _ping(conn: psycopg.Connection, timeout: float) -> None:
         # as the next checkout would; the checkout still configures the session).
         session_reset.finish_reset(conn, deadline, answer_within=timeout)
         return
-    _wire.send(pgconn, b"")
-    _wire.wait_until_answered(pgconn, deadline, f"empty query (within {timeout}s)")
-    _wire.collect(pgconn, (ExecStatus.EMPTY_QUERY,), "empty query")
+    _wire.run(pgconn, b"", deadline, (ExecStatus.EMPTY_QUERY,), f"empty query (within {timeout}s)")

@@ -73,6 +73,15 @@ def collect(pgconn: pq.abc.PGconn, ok: tuple[pq.ExecStatus, ...], what: str) -> 
         raise psycopg.OperationalError(f"{what} failed: {failure}")
 
 
+def run(
+    pgconn: pq.abc.PGconn, query: bytes, deadline: float, ok: tuple[pq.ExecStatus, ...], what: str
+) -> None:
+    """:func:`send`, :func:`wait_until_answered`, :func:`collect`: one query, bounded."""
+    send(pgconn, query)
+    wait_until_answered(pgconn, deadline, what)
+    collect(pgconn, ok, what)
+
+
 def drop_notifications(pgconn: pq.abc.PGconn) -> None:
     """Notifications libpq read but nobody took: nobody will (the session was reset)."""
     while pgconn.notifies() is not None:

@@ -129,6 +129,10 @@ def execute_outside_transactions(conn: psycopg.Connection, statement: sql.Compos
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         conn.execute(statement, prepare=False)  # joins (or fails with) the request's transaction
         return
-    _wire.send(pgconn, statement.as_bytes(conn))
-    _wire.wait_until_answered(pgconn, monotonic() + CONFIGURE_TIMEOUT, "session configuration")
-    _wire.collect(pgconn, (pq.ExecStatus.COMMAND_OK,), "session configuration")
+    _wire.run(
+        pgconn,
+        statement.as_bytes(conn),
+        monotonic() + CONFIGURE_TIMEOUT,
+        (pq.ExecStatus.COMMAND_OK,),
+        "session configuration",
+    )

@@ -102,12 +102,16 @@ def check_connection(conn: psycopg.Connection, timeout: float = HEALTH_CHECK_TIM
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         name = pq.TransactionStatus(pgconn.transaction_status).name
         raise psycopg.OperationalError(f"the connection is not idle ({name})")
-    _wire.send(pgconn, b"")
     try:
-        _wire.wait_until_answered(pgconn, monotonic() + timeout, "health probe")
+        _wire.run(
+            pgconn,
+            b"",
+            monotonic() + timeout,
+            (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK),
+            "health probe",
+        )
     except _wire.AnswerTimeout as exc:
         raise HealthCheckTimeout(f"no answer to the health probe within {timeout:.2f} s") from exc
-    _wire.collect(pgconn, (pq.ExecStatus.EMPTY_QUERY, pq.ExecStatus.COMMAND_OK), "health probe")
 
 
 def stamp_created(conn: psycopg.Connection) -> None:
