@@ -305,7 +305,8 @@ class PoolMachine(RuleBasedStateMachine):
             note(f"{what} -> {outcome}: {type(exc).__name__}: {str(exc).strip()[:200]}")
 
     def expected(self, settings: SettingsValue) -> Any:
-        key = (self.target.cache_key, settings)
+        # Keyed by the target's class too: one dict serves every machine and target.
+        key = (type(self.target).__qualname__, self.target.cache_key, settings)
         cache = type(self)._expected_cache
         if key not in cache:
             cache[key] = self.target.expected_fingerprint(settings)
