@@ -64,13 +64,27 @@ def _poll(poller: select.poll, deadline: float) -> bool:
 
 
 def collect(pgconn: pq.abc.PGconn, ok: tuple[pq.ExecStatus, ...], what: str) -> None:
-    """Read every result (the connection is then idle); raise if one is not ``ok``."""
-    failure: str | None = None
+    """Read every result (the connection is then idle); raise if one is not ``ok``.
+
+    A server error is raised as psycopg raises it from ``execute``: its own
+    class, SQLSTATE and diagnostics (a ``SET ROLE`` to a role not granted is
+    ``InsufficientPrivilege``, 42501), so callers and judges see the cause.
+    """
+    failure: psycopg.Error | None = None
     while (result := pgconn.get_result()) is not None:
         if failure is None and result.status not in ok:
-            failure = (result.error_message or b"").decode(errors="replace").strip()
+            failure = _error(result, what)
     if failure is not None:
-        raise psycopg.OperationalError(f"{what} failed: {failure}")
+        raise failure
+
+
+def _error(result: pq.abc.PGresult, what: str) -> psycopg.Error:
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        # Decoded as UTF-8 with replacement (psycopg's Diagnostic decodes with "replace"):
+        # the message text is for people, the SQLSTATE and class are what code reads.
+        return psycopg.errors.error_from_result(result, encoding="utf-8")
+    status = pq.ExecStatus(result.status).name
+    return psycopg.OperationalError(f"{what} failed: unexpected result {status}")
 
 
 def run(

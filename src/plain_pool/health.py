@@ -64,6 +64,7 @@ import psycopg
 from psycopg import pq
 
 from plain_pool import _wire
+from plain_pool._redact import redact
 from plain_pool.pools import PoolEntry
 
 logger = logging.getLogger("plain_pool.health")
@@ -117,6 +118,19 @@ def check_connection(conn: psycopg.Connection, timeout: float = HEALTH_CHECK_TIM
 def stamp_created(conn: psycopg.Connection) -> None:
     """Record when a connection was made (compared with the last drain)."""
     setattr(conn, CREATED_AT, monotonic())
+
+
+def _timed_out(entry: PoolEntry, timeout: float, timeout_class: type[Exception]) -> Exception:
+    """The checkout's PoolTimeout, naming the pool's last setup failure when there is one."""
+    message = f"couldn't get a connection after {timeout:.2f} sec"
+    failure = entry.last_setup_error
+    if failure is not None:
+        cause = redact(str(failure).strip().splitlines()[0] if str(failure).strip() else "")
+        message += (
+            f"; the pool's last attempt to set up a connection failed: "
+            f"{type(failure).__name__}: {cause}"
+        )
+    return timeout_class(message)
 
 
 def covered_by_last_drain(entry: PoolEntry, conn: psycopg.Connection) -> bool:
@@ -187,11 +201,11 @@ def checkout(
     while True:
         remaining = deadline - monotonic()
         if remaining <= 0:
-            raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec")
+            raise _timed_out(entry, timeout, PoolTimeout) from entry.last_setup_error
         try:
             conn = pool.getconn(timeout=remaining)
         except PoolTimeout:
-            raise PoolTimeout(f"couldn't get a connection after {timeout:.2f} sec") from None
+            raise _timed_out(entry, timeout, PoolTimeout) from entry.last_setup_error
         fresh: bool | None = None
         if finish_reset is not None:
             try:

@@ -73,6 +73,10 @@ class PoolEntry:
     #: The SessionConfigurer frozen at the settings this pool was made for: it configures
     #: the pool's connections (new ones, and after every reset).
     configurer: SessionConfigurer = None  # type: ignore[assignment]  # set by the wrapper
+    #: The error of the pool's last failed connection setup (its ``configure``: ``SET ROLE``
+    #: to a role that does not exist...), None once one succeeds. psycopg_pool only logs it
+    #: and retries, so a checkout times out with no cause; this one is chained to it.
+    last_setup_error: BaseException | None = None
 
 
 _lock = threading.Lock()

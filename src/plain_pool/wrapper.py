@@ -139,10 +139,19 @@ class DatabaseWrapper:
         options = {k: v for k, v in s.pool.items() if k != "check"}
         options.setdefault("name", f"plain_pool-{self.alias}")
 
+        created: list[pools.PoolEntry] = []  # the entry, once made (the callback needs it)
+
         def configure_new_connection(conn: psycopg.Connection) -> None:
             """The pool's ``configure`` callback (runs in a pool worker thread)."""
             health.stamp_created(conn)
-            configurer.configure(conn)
+            try:
+                configurer.configure(conn)
+            except BaseException as exc:
+                if created:
+                    created[0].last_setup_error = exc
+                raise
+            if created:
+                created[0].last_setup_error = None
 
         pool_class = self.pool_class
         if pool_class is None:
@@ -155,13 +164,15 @@ class DatabaseWrapper:
             check=self.checkout_policy.pool_check(s),
             **options,
         )
-        return pools.PoolEntry(
+        entry = pools.PoolEntry(
             pool=pool,
             key=self._pool_key(),
             zone=configurer.zone,
             fork_safe=self.fork_safe,
             configurer=configurer,
         )
+        created.append(entry)
+        return entry
 
     def _pool_entry(self, create: bool = True) -> pools.PoolEntry | None:
         if not self.pooled:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from chaos.fingerprint import session_fingerprint
 from chaos.targets.variants import VARIANTS
@@ -255,3 +256,36 @@ def test_fingerprint_does_not_change_state(postgres):
         failed = session_fingerprint(conn)
         assert failed.transaction_status == "INERROR" and failed.timezone is None
         conn.rollback()
+
+
+def test_a_failed_configuration_raises_the_servers_own_error(postgres, make_db_settings):
+    """``SET ROLE`` to a role that does not exist fails at checkout with the server's
+    error class and SQLSTATE (22023), as psycopg's ``execute`` would raise it: callers
+    and the suite's judge read the cause, not a bare OperationalError."""
+    settings = make_db_settings(
+        postgres, POSTGRES_OPTIONS={"assume_role": "plain_pool_no_such_role"}
+    )
+    db = DatabaseWrapper(settings, alias="no_such_role")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        db.ensure_connection()
+    assert caught.value.sqlstate == "22023"
+    assert "plain_pool_no_such_role" in str(caught.value)
+    db.close()
+
+
+def test_a_pool_that_cannot_configure_names_why_it_times_out(postgres, make_db_settings):
+    """Pooled, the same failure happens in psycopg_pool's worker, which logs it and
+    retries: the caller got a bare PoolTimeout (Django's pooled backend still does).
+    The timeout names the last setup failure and chains it as its cause."""
+    settings = make_db_settings(
+        postgres,
+        POSTGRES_POOL={"min_size": 1, "max_size": 2, "timeout": 1.5},
+        POSTGRES_OPTIONS={"assume_role": "plain_pool_no_such_role"},
+    )
+    db = DatabaseWrapper(settings, alias="no_such_role_pooled")
+    with pytest.raises(PoolTimeout) as caught:
+        db.ensure_connection()
+    assert isinstance(caught.value.__cause__, psycopg.errors.InvalidParameterValue)
+    assert "plain_pool_no_such_role" in str(caught.value)
+    assert "InvalidParameterValue" in str(caught.value)
+    db.close()
