@@ -28,6 +28,7 @@ from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
 from chaos.targets import forking
+from chaos.targets._common import backend_identity, refuse_broken
 from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
@@ -49,15 +50,11 @@ FORK_CALL_BOUND = 5.0
 FORK_GRACE = 2.0
 #: How long parent_sessions() waits for connections a pool is making to land in it.
 SETTLE_BOUND = 2.0
-#: First time a connection without the pool's creation stamp was seen (other targets).
-_first_seen: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
 
 
 def _backend(conn: psycopg.Connection) -> tuple[Backend, float]:
-    created = getattr(conn, CREATED_AT, None)
-    if created is None:
-        created = _first_seen.setdefault(conn, time.monotonic())
-    return Backend(conn.info.backend_pid, round(created, 6)), time.monotonic() - created
+    # The pool's creation stamp; a connection without one is stamped at first sight.
+    return backend_identity(conn, getattr(conn, CREATED_AT, None))
 
 
 def settings_dict(
@@ -146,12 +143,7 @@ class PlainPoolSession(Session):
         # (the pool's health check makes one) are its cache, not a previous user's state;
         # the prepared-statements machine checks that cache stays valid instead.
         conn = self.db.ensure_connection()
-        if conn.closed or conn.info.transaction_status == TransactionStatus.UNKNOWN:
-            # libpq already knows this session is gone: a dead handout for the judge
-            # (allowed once per pooled connection with health checks off), not a leak.
-            raise psycopg.OperationalError(
-                f"the checkout handed out a broken connection ({conn.pgconn.status.name})"
-            )
+        refuse_broken(conn)  # a dead handout for the judge, not a leak
         fingerprint = session_fingerprint(conn)
         backend, age = _backend(conn)
         entry = getattr(self.db, "_conn_entry", None)
