@@ -10,8 +10,10 @@
 
 Deadlines are off everywhere: steps talk to real servers through injected
 latency, so a step's duration says nothing about correctness. The example
-database lives in the repository's ``.hypothesis/`` so that a rerun replays
-the last failure first.
+database lives in the project under test: ``<pytest rootdir>/.hypothesis/examples``
+(the plugin registers the profiles again at configure time with the rootdir;
+before that, the current directory), so that a rerun replays the last failure
+first, and never beside the installed ``chaos`` package (site-packages).
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_DATABASE_DIR = REPO_ROOT / ".hypothesis" / "examples"
+
+def example_database_dir(root: Path | None = None) -> Path:
+    """``<root>/.hypothesis/examples`` (root: the project's pytest rootdir, else the cwd)."""
+    return (root or Path.cwd()).resolve() / ".hypothesis" / "examples"
+
 
 PROFILES: dict[str, dict] = {
     "fast": {"max_examples": 8, "stateful_step_count": 15},
@@ -37,12 +42,12 @@ PROFILES: dict[str, dict] = {
 DEFAULT_PROFILE = "fast"
 
 
-def register_profiles() -> None:
-    """Register every profile; safe to call more than once."""
+def register_profiles(root: Path | None = None) -> None:
+    """Register every profile, the example database in ``root``; safe to call more than once."""
     common = {
         "deadline": None,
         "print_blob": True,
-        "database": DirectoryBasedExampleDatabase(str(EXAMPLE_DATABASE_DIR)),
+        "database": DirectoryBasedExampleDatabase(str(example_database_dir(root))),
         "suppress_health_check": [
             HealthCheck.too_slow,
             HealthCheck.function_scoped_fixture,

@@ -17,6 +17,7 @@ from chaos.machines.pool_machine import (
     machine_for,
 )
 from chaos.targets.base import TargetOptions
+from chaos.targets.registry import DEFAULT_TARGET
 
 
 def _network(env: MachineEnv) -> tuple[type, ...]:
@@ -24,9 +25,11 @@ def _network(env: MachineEnv) -> tuple[type, ...]:
 
 
 def sessions_machine(env: MachineEnv, **options: Any) -> type:
-    """Requests, session dirt, settings changes, pool maintenance, proxy faults, forks; the
-    target is a subclass overriding the configuration hook (honoured on every path)."""
-    chosen = TargetOptions(configure_override=True, **options)
+    """Requests, session dirt, settings changes, pool maintenance, proxy faults, forks; on
+    plain_pool the target is a subclass overriding the configuration hook (honoured on every
+    path). Other targets run without the override unless asked (configure_override=True)."""
+    options.setdefault("configure_override", env.target_name in (None, DEFAULT_TARGET))
+    chosen = TargetOptions(**options)
     mixins = (OrphanRules, *_network(env), ForkRules)
     return machine_for(env, *mixins, options=chosen, name="PoolMachine")
 

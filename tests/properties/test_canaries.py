@@ -73,7 +73,7 @@ from chaos.targets.variants import (
     UnboundedRollbackOnReturn,
 )
 
-pytestmark = pytest.mark.canary
+pytestmark = [pytest.mark.canary, pytest.mark.reference_target]
 
 
 ONE_CONNECTION = TargetOptions(max_size=1, timeout=0.5)

@@ -23,6 +23,9 @@ from chaos.machines.model import SettingsValue
 from chaos.machines.pool_machine import machine_for
 from chaos.targets.base import TargetOptions
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 NOTICE_HANDLER = ClientAttr("notice_handler", "ignore_notice")
 
 

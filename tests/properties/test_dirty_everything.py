@@ -7,6 +7,9 @@ from main_machines import sessions_machine
 
 from chaos.machines.errors import SessionLeak
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 
 @pytest.mark.parametrize(
     "variant", [None, "KeepsNoticeHandlers", "NoResetOnReturn", "KeepsRowFactory"]

@@ -22,6 +22,9 @@ from chaos.machines.pool_machine import machine_for
 from chaos.targets.base import TargetOptions
 from chaos.targets.forking import CHILD_ENDINGS, CHILD_WORKS
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 UTC = SettingsValue("UTC", use_tz=False, role=None)
 
 works = pytest.mark.parametrize("work", CHILD_WORKS)

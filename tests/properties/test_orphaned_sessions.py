@@ -22,6 +22,9 @@ from chaos.machines.orphan_rules import OrphanRules
 from chaos.machines.pool_machine import MachineEnv, machine_for
 from chaos.targets.base import TargetOptions
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 UTC = SettingsValue("UTC", use_tz=False, role=None)
 PARIS = SettingsValue("Europe/Paris", use_tz=False, role=None)
 APP_UTC = SettingsValue("UTC", use_tz=False, role="chaos_app")

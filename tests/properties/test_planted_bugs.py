@@ -34,7 +34,7 @@ from chaos.targets.variants import (
     UnboundedRollbackOnReturn,
 )
 
-pytestmark = [pytest.mark.planted, pytest.mark.canary]
+pytestmark = [pytest.mark.planted, pytest.mark.canary, pytest.mark.reference_target]
 
 
 @dataclass(frozen=True)

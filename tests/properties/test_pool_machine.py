@@ -1,4 +1,4 @@
-"""The state machines against the reference plain_pool backend.
+"""The state machines, on every target ``--target`` selected (plain_pool by default).
 
 Each machine runs twice: a short version with the ``fast`` budget (the
 default test run) and a long one marked ``chaos`` with the loaded profile's
@@ -76,6 +76,7 @@ def test_prepared_statements_survive_the_reset(machine_env, run_machine, length,
     run_machine(prepared_machine(machine_env, prepare_threshold=threshold), **_budget(length))
 
 
+@pytest.mark.reference_target  # POSTGRES_POOL["check"]: plain_pool's own option
 @pytest.mark.parametrize("length", LENGTHS)
 def test_user_check(machine_env, run_machine, length):
     """A user ``check`` in POSTGRES_POOL that rules make fail (ValueError, RuntimeError, a

@@ -17,6 +17,9 @@ from chaos.machines.model import SettingsValue
 from chaos.machines.pool_machine import machine_for
 from chaos.targets.base import TargetOptions
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 
 def test_role_change_and_back_keeps_configuration(machine_env):
     """The machines found this plain_pool bug (fixed): a connection returned to a pool

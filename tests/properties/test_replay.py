@@ -25,6 +25,9 @@ from test_canaries import CANARIES
 
 from chaos.pytest_plugin import child_pytest_args
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 REPO = Path(__file__).resolve().parents[2]
 NODE = "tests/properties/test_replay.py::test_replayable_canary"
 SEED = re.compile(r"--hypothesis-seed=(\d+)")

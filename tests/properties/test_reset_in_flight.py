@@ -22,6 +22,9 @@ from chaos.faults.server import Crash, RestartFast
 from chaos.machines.pool_machine import NetworkFaults, ServerFaults, machine_for
 from chaos.targets.base import TargetOptions
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 health_checks = pytest.mark.parametrize("checks", [True, False], ids=["checks_on", "checks_off"])
 
 

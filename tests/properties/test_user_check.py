@@ -20,6 +20,9 @@ from chaos.machines.orphan_rules import OrphanRules
 from chaos.machines.pool_machine import MachineEnv, machine_for
 from chaos.targets.base import TargetOptions
 
+#: About plain_pool itself (its variants and programs): the reference target only.
+pytestmark = pytest.mark.reference_target
+
 UTC = SettingsValue("UTC", use_tz=False, role=None)
 #: How the canary that only catches psycopg.Error lets each failure through.
 RAISED_PAST_PSYCOPG_ONLY = ("value_error", "runtime_error", "close_and_raise")
