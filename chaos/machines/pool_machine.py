@@ -47,18 +47,15 @@ from hypothesis.stateful import (
     rule,
 )
 from psycopg import errors as pgerrors
-from psycopg_pool import PoolClosed, PoolTimeout
 
 from chaos.faults.base import Effects, Fault
 from chaos.faults.network import Down, HalfOpen, Latency, ResetPeer, TimedClose
-from chaos.faults.outcomes import Outcome, classify, combined_effects, explained
-from chaos.faults.outcomes import is_connection_lost as _lost
+from chaos.faults.outcomes import Outcome, combined_effects, is_pool_timeout, root_cause
 from chaos.faults.schedule import FaultSchedule
 from chaos.faults.server import Crash, RestartFast, RestartImmediate, TerminateBackends
 from chaos.machines.checks import check_session
 from chaos.machines.dirt import DIRT, Dirt
 from chaos.machines.errors import (
-    DeadConnectionHandedOut,
     DoubleCheckout,
     Hang,
     InvariantViolation,
@@ -66,12 +63,10 @@ from chaos.machines.errors import (
     NoRecoveryAfterHeal,
     PhantomCommit,
     PoolOutOfBounds,
-    PreparedStatementsBroken,
     ReconfigurationHang,
     SlowReturn,
-    UnexplainedError,
-    WrongPool,
 )
+from chaos.machines.judge import Facts, judge
 from chaos.machines.model import Holding, Model, SettingsValue
 from chaos.machines.runner import record_violation
 from chaos.targets.base import (
@@ -379,64 +374,39 @@ class PoolMachine(RuleBasedStateMachine):
         *,
         wrote: bool = False,
     ) -> Outcome:
-        """Judge an error: raise the invariant it breaks, or record it as allowed."""
-        if isinstance(exc, PoolTimeout | psycopg.Error) and isinstance(
-            exc, pgerrors.InvalidSqlStatementName | pgerrors.DuplicatePreparedStatement
-        ):
-            raise PreparedStatementsBroken(f"{what}: {type(exc).__name__}: {exc}") from exc
-        if isinstance(exc, PoolClosed):
-            # Not a lost connection (psycopg_pool derives it from OperationalError): a pool
-            # closed while still in use, which no fault explains.
-            raise UnexplainedError(
-                f"{what} of {request!r} used a closed pool: {type(exc).__name__}: {exc}"
-            ) from exc
+        """Judge an error (:func:`chaos.machines.judge.judge`): raise the invariant it
+        breaks, or record it as allowed."""
+        verdict = judge(exc, self._judge_facts(request, what, wrote))
+        if verdict.spends_dead_handout:
+            self.model.dead_handouts_allowed -= 1
+        verdict.raise_for(exc)
+        self._outcome(what, verdict.outcome, exc)
+        if verdict.resync:
+            self._resync(request)  # type: ignore[arg-type]
+        return verdict.outcome
+
+    def _judge_facts(self, request: Request | None, what: str, wrote: bool) -> Facts:
+        """What the model knows, for the judge."""
         state = self.model.requests.get(request.number) if request else None
         holding = state.holding if state else None
-        effects = self._effects()
-        outcome = classify(exc, wrote=wrote)
-        if explained(exc, effects):
-            allowed = True
-        elif holding is not None and what != "checkout":
-            allowed = (holding.exposed(self.model) or holding.broken) and _lost(exc)
-        else:
-            allowed = False
-        if not allowed and what == "checkout":
-            if isinstance(exc, PoolTimeout):
-                allowed = self.model.recovery_pending or self.model.pool_exhausted(
-                    self.target.current_pool_id()
-                )
-            elif _lost(exc) and self.options.health_checks:
-                raise DeadConnectionHandedOut(
-                    f"{what} of {request!r} got a dead connection with no fault active "
-                    f"(health checks on): {type(exc).__name__}: {exc}"
-                ) from exc
-            elif _lost(exc):
-                # Health checks off: a connection that died while pooled fails its first
-                # use, once; a second failure of the same kind means a dead one went back.
-                if self.model.dead_handouts_allowed <= 0:
-                    raise DeadConnectionHandedOut(
-                        f"{what} of {request!r} got a dead connection, more often than once "
-                        f"per pooled connection since the last fault (health checks off): "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                self.model.dead_handouts_allowed -= 1
-                allowed = True
-        if not allowed and isinstance(exc, ValueError) and what in ("give_back", "finish"):
-            # psycopg_pool refuses a connection from another pool with ValueError.
-            raise WrongPool(
-                f"{what} of {request!r}: returning its connection failed (lent by pool "
-                f"{holding.pool_id if holding else '?'}, current pool "
-                f"{self.target.current_pool_id()}): {exc}"
-            ) from exc
-        if not allowed:
-            raise UnexplainedError(
-                f"{what} of {request!r} failed with no fault to explain it: "
-                f"{type(exc).__name__}: {exc} (active: {list(self.model.active_faults.values())})"
-            ) from exc
-        self._outcome(what, outcome, exc)
-        if state is not None and _lost(exc):
-            self._resync(request)  # type: ignore[arg-type]
-        return outcome
+        current_pool = self.target.current_pool_id()
+        return Facts(
+            step=what,
+            request=repr(request),
+            wrote=wrote,
+            effects=self._effects(),
+            active_faults=tuple(self.model.active_faults.values()),
+            tracked=state is not None,
+            holding=holding is not None,
+            exposed=holding is not None and holding.exposed(self.model),
+            broken=holding is not None and holding.broken,
+            lender=holding.pool_id if holding is not None else None,
+            current_pool=current_pool,
+            pool_exhausted=self.model.pool_exhausted(current_pool),
+            recovery_pending=self.model.recovery_pending,
+            health_checks=self.options.health_checks,
+            dead_handouts_allowed=self.model.dead_handouts_allowed,
+        )
 
     def _return_bound(self) -> float:
         return RETURN_BOUND if self.model.faults_active else STEP_BOUND
@@ -534,7 +504,7 @@ class PoolMachine(RuleBasedStateMachine):
             try:
                 result = probe.checkout(STEP_BOUND)
             except Exception as exc:
-                if isinstance(exc, PoolTimeout) and (exhausted or recovery_bound is None):
+                if is_pool_timeout(exc) and (exhausted or recovery_bound is None):
                     self._outcome("probe", Outcome.FAIL, exc)
                     return attempts  # every connection is held: nothing to prove
                 # The failed checkout may have left a dead connection in the probe's
@@ -544,7 +514,7 @@ class PoolMachine(RuleBasedStateMachine):
                 if recovery_bound is None:
                     self._failed(Request(PROBE), "checkout", exc)
                     return attempts
-                if not isinstance(exc, PoolTimeout):
+                if not is_pool_timeout(exc):
                     self._failed(Request(PROBE), "checkout", exc)
                 if time.monotonic() > deadline:
                     raise NoRecoveryAfterHeal(
@@ -575,13 +545,11 @@ class PoolMachine(RuleBasedStateMachine):
                 exhausted = self.model.pool_exhausted(self.target.current_pool_id())
                 try:
                     result = probe.checkout(STEP_BOUND)
-                except PoolTimeout:
-                    with contextlib.suppress(Exception):
-                        probe.give_back(RETURN_BOUND)
-                    break  # the pool shrank meanwhile (max_lifetime, max_idle): no more idle
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         probe.give_back(RETURN_BOUND)
+                    if is_pool_timeout(exc):
+                        break  # the pool shrank meanwhile (max_lifetime, max_idle): no more idle
                     self._failed(Request(PROBE), "checkout", exc)
                     break
                 held.append(probe)
@@ -763,14 +731,14 @@ class PoolMachine(RuleBasedStateMachine):
             # it begins (autocommit off), not to a raw BEGIN. Either outcome is fine.
             try:
                 self._handle(request).run(write, self._bound())
-            except pgerrors.ReadOnlySqlTransaction:
-                holding.in_transaction = holding.tx_failed = True
-                self._outcome("write_uncommitted", "refused (read only)")
-                return
             except StepTimeout:
                 self._timed_out(request, "write_uncommitted")
                 return
             except Exception as exc:
+                if isinstance(root_cause(exc), pgerrors.ReadOnlySqlTransaction):
+                    holding.in_transaction = holding.tx_failed = True
+                    self._outcome("write_uncommitted", "refused (read only)")
+                    return
                 self._failed(request, "write_uncommitted", exc, wrote=True)
                 return
             holding.uncommitted_tokens.append(token)
@@ -802,8 +770,10 @@ class PoolMachine(RuleBasedStateMachine):
             session.begin("begin")
             try:
                 session.execute("SELECT 1 / 0")
-            except pgerrors.DivisionByZero:
-                return
+            except Exception as exc:  # Django wraps it in django.db.utils.DataError
+                if isinstance(root_cause(exc), pgerrors.DivisionByZero):
+                    return
+                raise
             raise AssertionError("SELECT 1 / 0 did not fail")
 
         outcome, _ = self._on_connection(request, "fail_transaction", lambda h, b: h.run(fail, b))
@@ -838,14 +808,16 @@ class PoolMachine(RuleBasedStateMachine):
                 self._timed_out(request, "change_settings")
             else:
                 self._slow_reconfiguration(f"change_settings via {request!r}", bound)
-        except pgerrors.InFailedSqlTransaction as exc:
-            # ensure_timezone reconfigures the held connection: refused in a failed transaction.
-            state = self.model.requests[request.number] if request is not None else None
-            if state is None or state.holding is None or not state.holding.tx_failed:
-                self._failed(request, "change_settings", exc)
-            self._outcome("change_settings", "refused in failed transaction", exc)
         except Exception as exc:
-            self._failed(request, "change_settings", exc)
+            if isinstance(root_cause(exc), pgerrors.InFailedSqlTransaction):
+                # ensure_timezone reconfigures the held connection: refused in a failed
+                # transaction.
+                state = self.model.requests[request.number] if request is not None else None
+                if state is None or state.holding is None or not state.holding.tx_failed:
+                    self._failed(request, "change_settings", exc)
+                self._outcome("change_settings", "refused in failed transaction", exc)
+            else:
+                self._failed(request, "change_settings", exc)
         self.model.settings = settings
         self._probe_after(f"after the settings changed to {settings!r}")
         if request is not None and self.model.requests[request.number].holding is not None:
