@@ -10,6 +10,9 @@ ErrorResponse: FATAL in ``S`` and no non-localized severity ``V``.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import types
 
 import psycopg
@@ -293,3 +296,91 @@ def test_sqlalchemy_queue_pool_timeout():
     assert is_pool_timeout(timeout) and not is_connection_lost(timeout)
     assert classify(timeout, wrote=True) is Outcome.FAIL
     assert explained(timeout, Latency().effects) and not explained(timeout, NO_EFFECTS)
+
+
+# -- PgBouncer's bytes, parsed by psycopg ---------------------------------------------------
+class PoolerAnswering:
+    """A listener that answers the way PgBouncer does when it gives up on a client.
+
+    PgBouncer writes its own errors with three fields, severity ``S``, SQLSTATE
+    ``C`` and message ``M`` (``send_pooler_error`` in its src/proto.c): no
+    ``V``. This listener logs the client in (or not: ``at_login``), reads the
+    first query and answers it with that ErrorResponse, then closes, so that
+    psycopg builds the error from real protocol bytes. Not a PgBouncer: only
+    the message it sends (PgBouncer itself comes with the PgBouncer targets).
+    """
+
+    PARAMETERS = (("client_encoding", "UTF8"), ("server_version", "16.0"))
+
+    def __init__(self, severity: str, sqlstate: str, message: str, *, at_login: bool = False):
+        fields = (("S", severity), ("C", sqlstate), ("M", message))
+        body = b"".join(k.encode() + v.encode() + b"\0" for k, v in fields) + b"\0"
+        self.error = self._message(b"E", body)
+        self.at_login = at_login
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _message(kind: bytes, body: bytes = b"") -> bytes:
+        return kind + struct.pack("!i", len(body) + 4) + body
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            (length,) = struct.unpack("!i", conn.recv(4, socket.MSG_WAITALL))
+            conn.recv(length - 4, socket.MSG_WAITALL)  # the startup packet
+            if not self.at_login:
+                welcome = self._message(b"R", struct.pack("!i", 0))  # AuthenticationOk
+                for name, value in self.PARAMETERS:
+                    welcome += self._message(b"S", f"{name}\0{value}\0".encode())
+                welcome += self._message(b"K", struct.pack("!ii", 1, 1))
+                welcome += self._message(b"Z", b"I")
+                conn.sendall(welcome)
+                conn.recv(65536)  # the query
+            conn.sendall(self.error)
+
+    def error_of_a_query(self) -> psycopg.Error:
+        """What psycopg raises to the client (connecting, then running SELECT 1)."""
+        try:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=self.listener.getsockname()[1],
+                user="app",
+                dbname="app",
+                sslmode="disable",
+                gssencmode="disable",
+                connect_timeout=5,
+            ) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            return exc
+        finally:
+            self.thread.join(5)
+            self.listener.close()
+        raise AssertionError("the query did not fail")
+
+
+def test_pgbouncer_fatal_on_the_wire():
+    """A FATAL without ``V``: psycopg's diag has no non-localized severity. A rule that
+    read only ``severity_nonlocalized`` would call 53300 a refused statement."""
+    full = PoolerAnswering("FATAL", "53300", "no more connections allowed (max_client_conn)")
+    error = full.error_of_a_query()
+    assert isinstance(error, errors.TooManyConnections)
+    assert error.diag.severity == "FATAL" and error.diag.severity_nonlocalized is None
+    assert is_connection_lost(error) and classify(error, wrote=True) is Outcome.INFO
+    waited = PoolerAnswering("FATAL", "08P01", "query_wait_timeout").error_of_a_query()
+    assert isinstance(waited, errors.ProtocolViolation)
+    assert waited.diag.message_primary == "query_wait_timeout"
+    assert is_pool_timeout(waited) and classify(waited, wrote=True) is Outcome.FAIL
+
+
+def test_pgbouncer_refusal_at_login_on_the_wire():
+    """Refused at login, psycopg says "connection failed" with no SQLSTATE: lost."""
+    full = PoolerAnswering(
+        "FATAL", "53300", "no more connections allowed (max_client_conn)", at_login=True
+    )
+    error = full.error_of_a_query()
+    assert type(error) is psycopg.OperationalError and error.sqlstate is None
+    assert "no more connections allowed" in str(error)
+    assert is_connection_lost(error)
