@@ -2,8 +2,10 @@
 
 A child pytest runs ``test_replayable_canary`` (skipped unless
 ``CHAOS_REPLAY_CANARY`` names a canary from test_canaries.py) and fails. From
-its output we take what a user would copy - the ``--hypothesis-seed=N`` of the
-"chaos replay" section and the ``@reproduce_failure(...)`` blob Hypothesis
+its output we take what a user would copy - the replay command of the "chaos
+replay" section (``python -m pytest "<nodeid>" --target plain_pool
+--hypothesis-seed=N --hypothesis-profile=P``, run as printed, from the
+directory it names) and the ``@reproduce_failure(...)`` blob Hypothesis
 printed - and run the child again with each: it must fail the same way.
 
 The first child searches from the canary's measured seed with the canary's
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +33,8 @@ pytestmark = pytest.mark.reference_target
 
 REPO = Path(__file__).resolve().parents[2]
 NODE = "tests/properties/test_replay.py::test_replayable_canary"
-SEED = re.compile(r"--hypothesis-seed=(\d+)")
+#: The section's two lines: where to run it from, and the command.
+REPLAY = re.compile(r"^replay \(from (?P<cwd>.+)\):\n\s+(?P<command>.+)$", re.MULTILINE)
 PYTEST = (sys.executable, "-m", "pytest", *child_pytest_args(), "-p", "no:cacheprovider")
 BLOB = re.compile(r"@reproduce_failure\('([^']+)', (b'[^']*')\)")
 
@@ -72,6 +76,23 @@ def _child(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _run_printed(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a printed command as a shell would: ``VAR=value`` words first, then the argv."""
+    words = shlex.split(command)
+    environ = {**os.environ, **env}
+    while words and re.fullmatch(r"[A-Z_]+=.*", words[0]):
+        name, _, value = words.pop(0).partition("=")
+        environ[name] = value
+    return subprocess.run(
+        [*words, "-p", "no:cacheprovider", "-q", "-x"],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 @pytest.mark.canary
 @pytest.mark.slow
 def test_failure_replays_from_what_was_printed():
@@ -82,15 +103,18 @@ def test_failure_replays_from_what_was_printed():
     assert found.returncode == 1, output[-3000:]
     assert "SessionLeak" in output, output[-3000:]
 
-    seed = SEED.search(output)
-    assert seed, f"no replay command printed:\n{output[-3000:]}"
+    replay = REPLAY.search(output)
+    assert replay, f"no replay command printed:\n{output[-3000:]}"
+    command = replay.group("command")
+    assert f'-m pytest "{NODE}" --target plain_pool --hypothesis-seed=' in command, command
+    assert "tox -e" not in command, command
     blob = BLOB.search(output)
     assert blob, f"no @reproduce_failure blob printed:\n{output[-3000:]}"
-    print(f"printed: --hypothesis-seed={seed.group(1)} and {blob.group(0)}")
+    print(f"printed: {command} and {blob.group(0)}")
 
-    by_seed = _child(f"--hypothesis-seed={seed.group(1)}", CHAOS_REPLAY_CANARY="SessionLeak")
-    replayed = by_seed.stdout + by_seed.stderr
-    assert by_seed.returncode == 1 and "SessionLeak" in replayed, replayed[-3000:]
+    by_command = _run_printed(command, Path(replay.group("cwd")), CHAOS_REPLAY_CANARY="SessionLeak")
+    replayed = by_command.stdout + by_command.stderr
+    assert by_command.returncode == 1 and "SessionLeak" in replayed, replayed[-3000:]
 
     by_blob = _child(
         CHAOS_REPLAY_CANARY="SessionLeak",
