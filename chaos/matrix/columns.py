@@ -1,0 +1,75 @@
+"""The matrix's columns: the registry's targets, and the ones that come later.
+
+A column's target is built the way every suite builds one
+(:func:`chaos.targets.registry.factory`); one that cannot run here is a
+``not_run`` column with the registry's reason, one that cannot honour a cell's
+options an ``na`` cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chaos.faults.connect import proxy_address
+from chaos.machines.pool_machine import MachineEnv
+from chaos.targets.base import Target, TargetOptions
+from chaos.targets.registry import TARGETS, factory, resolve
+
+PGBOUNCER_REASON = "PgBouncer targets come with issue 11"
+#: Columns with no adapter yet, and why.
+LATER: dict[str, str] = {
+    name: PGBOUNCER_REASON
+    for name in (
+        "pgbouncer-session",
+        "pgbouncer-transaction",
+        "pgbouncer-statement",
+        "hybrid-psycopg_pool",
+        "hybrid-plain_pool",
+    )
+}
+
+
+def column_names() -> list[str]:
+    """Every column, in the page's order: the registry's, then the later ones."""
+    return [*TARGETS, *(name for name in LATER if name not in TARGETS)]
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a target's connections go: the server's own address, or a proxy in front."""
+
+    server: Any
+    proxy: Any | None = None
+
+    def host_port(self) -> tuple[str, int]:
+        if self.proxy is not None:
+            return proxy_address(self.proxy)
+        return self.server.host, int(self.server.port)
+
+
+def maker(name: str, address: Address) -> Callable[[TargetOptions], Target]:
+    """``make(options)`` for the named target at ``address``; raises TargetUnavailable."""
+    if name in LATER and name not in TARGETS:
+        from chaos.targets.registry import TargetUnavailable
+
+        raise TargetUnavailable(f"{name}: {LATER[name]}")
+    make = factory(resolve(name))
+    host, port = address.host_port()
+
+    def make_target(options: TargetOptions) -> Target:
+        return make(server=address.server, host=host, port=port, options=options)
+
+    return make_target
+
+
+def machine_env(name: str, address: Address, *, server_faults: bool = False) -> MachineEnv:
+    """A MachineEnv for the named target (as tests/properties/conftest.py builds one)."""
+    return MachineEnv(
+        server=address.server,
+        proxy=address.proxy,
+        make_target=maker(name, address),
+        server_faults=server_faults,
+        toxiproxy_kind="embedded" if address.proxy is not None else "none",
+    )
