@@ -3,19 +3,23 @@
 A workload is ``fn(ctx)`` that runs until ``ctx.stop`` is set; most run one
 *request body* on several threads with ``ctx.run_threads(body)``. A request
 body does one unit of work the way an application would (check out, query,
-return) and records it with ``ctx.op`` so the runner can judge errors and
+return) through ``db = ctx.db()``, the target's client for this thread
+(:class:`chaos.targets.base.Client`: ``ensure_connection()``, ``cursor()``,
+``atomic()``, ``set_autocommit()``, ``close()``), so the same body runs on every
+target; it records the work with ``ctx.op`` so the runner can judge errors and
 recovery. Ledger writes go through :func:`chaos.ledger.recorded_write`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING
 
 from chaos.ledger import LedgerTable, recorded_write
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chaos.scenarios._runner import ScenarioContext
+    from chaos.scenarios._context import ScenarioContext
 
 #: Pause between one worker's requests: keeps a 2-core machine responsive.
 PACE_S = 0.002
@@ -79,14 +83,14 @@ def held_session(ctx: ScenarioContext, worker: int) -> None:
     try:
         while not ctx.stop.is_set():
             with ctx.op("query", worker) as op:
-                op.op.checked_out = held_at
+                op.checked_out(at=held_at)
                 with db.cursor() as cur:
                     cur.execute(SESSION_QUERY)
             if not op.op.ok:
                 break
     finally:
         with ctx.op("return", worker) as op:
-            op.op.checked_out = held_at
+            op.checked_out(at=held_at)
             db.close()
     ctx.sleep(PACE_S)
 
@@ -155,13 +159,12 @@ def backend_pid(ctx: ScenarioContext, worker: int) -> None:
         db = ctx.db()
         try:
             db.ensure_connection()
-            op.checked_out()
+            held_at = time.monotonic()
+            op.checked_out(at=held_at)
             with db.cursor() as cur:
                 cur.execute("SELECT pg_backend_pid()")
                 pid = cur.fetchone()[0]
-            ctx.metrics.setdefault("pids", {}).setdefault(str(pid), []).append(
-                op.op.checked_out - ctx.t0
-            )
+            ctx.metrics.setdefault("pids", {}).setdefault(str(pid), []).append(held_at - ctx.t0)
         finally:
             db.close()
     ctx.sleep(0.01)

@@ -13,10 +13,19 @@ Modules whose name starts with ``_`` are infrastructure and are not discovered.
         "my-restart",
         faults=[FaultStep(at=1.0, fault="restart_fast")],
         expect=Expectations(max_recovery_s=0.1, caller_errors="in_flight"),
+        pool={"min_size": 2, "max_size": 2},       # TargetOptions pool fields
+        options={"health_checks": True},           # any other TargetOptions field
         marks=("chaos", "restarts_server"),
     )
     def my_restart(ctx):
         ctx.run_threads(workloads.select_one)
+
+A scenario runs on whichever target ``--target`` selects: a workload only uses
+``db = ctx.db()`` (the target's per-thread :class:`chaos.targets.base.Client`),
+``ctx.op(...)`` to record, ``ctx.ledger`` for writes. A check in
+``Expectations.extra`` is a pure function of the :class:`Evidence` (ops, windows,
+metrics) returning a list of violations or a :class:`Finding` (with metrics and
+notes for the report).
 """
 
 from __future__ import annotations
@@ -27,6 +36,9 @@ import pkgutil
 import sys
 from collections.abc import Iterable
 
+from chaos.scenarios._checkers import Evidence, Finding
+from chaos.scenarios._context import ScenarioContext
+from chaos.scenarios._history import Op
 from chaos.scenarios._registry import (
     RESOURCES,
     Expectations,
@@ -37,7 +49,7 @@ from chaos.scenarios._registry import (
     Workload,
     validate,
 )
-from chaos.scenarios._runner import ScenarioContext, ScenarioResult
+from chaos.scenarios._result import ScenarioResult
 
 
 def _extend_path(path: list[str]) -> list[str]:
@@ -57,8 +69,11 @@ __path__ = _extend_path(list(__path__))
 __all__ = [
     "REGISTRY",
     "RESOURCES",
+    "Evidence",
     "Expectations",
     "FaultStep",
+    "Finding",
+    "Op",
     "RegistrationError",
     "Scenario",
     "ScenarioContext",

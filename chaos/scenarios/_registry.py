@@ -1,7 +1,7 @@
 """The scenario registry: a scenario is a name, a fault schedule, a workload and expectations.
 
 Kept free of servers and pytest so that it can be imported (and unit-tested)
-anywhere; :mod:`chaos.scenarios._runner` executes a scenario, and the pytest
+anywhere; :mod:`chaos.scenarios._runner` executes a scenario on a target, and the pytest
 plugin (:mod:`chaos.fixtures.scenarios`) turns the registry into parametrized
 tests whose ids are the scenario names.
 """
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chaos.scenarios._runner import ScenarioContext, ScenarioResult
+    from chaos.scenarios._checkers import Evidence, Finding
+    from chaos.scenarios._context import ScenarioContext
 
 __all__ = [
     "RESOURCES",
@@ -81,7 +82,10 @@ class Expectations:
     - ``ledger``: verify the write ledger (no lost write, no phantom commit).
     - ``sessions``: no session left in pg_stat_activity beyond what the pool holds.
     - ``min_ok``: at least this many successful operations.
-    - ``extra``: more checks; each returns a list of violations (empty: fine).
+    - ``extra``: more checks, pure functions of the run's
+      :class:`~chaos.scenarios.Evidence` (ops, windows, metrics: read-only); each
+      returns a list of violations (empty: fine) or a :class:`~chaos.scenarios.Finding`
+      (violations, plus metrics and notes for the report).
     """
 
     max_recovery_s: float | None = None
@@ -90,7 +94,7 @@ class Expectations:
     ledger: bool = False
     sessions: bool = True
     min_ok: int = 1
-    extra: tuple[Callable[[ScenarioResult], list[str]], ...] = ()
+    extra: tuple[Callable[[Evidence], list[str] | Finding], ...] = ()
 
     def __post_init__(self) -> None:
         if self.caller_errors not in {"none", "in_flight", "per_connection", "any"}:
@@ -106,15 +110,24 @@ Workload = Callable[["ScenarioContext"], None]
 
 @dataclass(frozen=True, repr=False)
 class Scenario:
-    """A named, deterministic fault scenario.
+    """A named, deterministic fault scenario, run on any target (``--target``).
 
-    ``pool`` is merged into ``POSTGRES_POOL``; ``settings`` into the database
-    settings (e.g. ``{"POSTGRES_CONN_HEALTH_CHECKS": False}``); ``variant``
-    names a class of :data:`chaos.targets.variants.VARIANTS` to run instead of the
-    reference; ``duration`` is how long the workload runs (the schedule must fit
-    in it); ``marks`` are pytest mark names (``chaos`` puts it in ``tox -e chaos``);
-    ``seeded``: the schedule is drawn from a seed (``PLAIN_POOL_CHAOS_SEED``),
-    printed and used in the replay command.
+    What the target is asked for is a :class:`chaos.targets.base.TargetOptions`:
+    ``pool`` holds its pool fields (``min_size``, ``max_size``, ``timeout``,
+    ``max_lifetime``, ``max_idle``, ``reconnect_timeout``, ``reconnect_failed``;
+    a scenario's pool is 4..4 with a 10 s timeout unless it says otherwise),
+    ``options`` any other field (``health_checks``, ``connect_options``...);
+    ``variant`` names a broken plain_pool wrapper of
+    :data:`chaos.targets.variants.VARIANTS` (``TargetOptions.variant``: other
+    targets skip the scenario). ``settings`` is the older, plain_pool-shaped
+    spelling (``POSTGRES_CONN_HEALTH_CHECKS`` -> ``health_checks``,
+    ``POSTGRES_OPTIONS`` -> ``connect_options``; other keys have no target option
+    and are ignored with a note; their secrets are masked). ``reference_only``:
+    why the scenario runs on plain_pool only (it is skipped with that reason on
+    other targets). ``duration`` is how long the workload runs (the schedule must
+    fit in it); ``marks`` are pytest mark names (``chaos`` puts it in ``tox -e
+    chaos``); ``seeded``: the schedule is drawn from a seed
+    (``PLAIN_POOL_CHAOS_SEED``), printed and used in the replay command.
     """
 
     name: str
@@ -126,6 +139,8 @@ class Scenario:
     pool: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     variant: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    reference_only: str | None = None
     server_settings: Mapping[str, str] = field(default_factory=dict)
     duration: float = 3.0
     threads: int = 4
@@ -262,6 +277,30 @@ def _fault_problems(where: str, step: FaultStep, needs: Any) -> list[str]:
     return []
 
 
+#: ``Scenario.pool`` keys: the pool fields of TargetOptions.
+POOL_FIELDS = frozenset(
+    {"min_size", "max_size", "timeout", "max_lifetime", "max_idle", "reconnect_timeout"}
+    | {"reconnect_failed"}
+)
+
+
+def _option_problems(scenario: Scenario) -> list[str]:
+    """``pool`` / ``options`` keys that are no TargetOptions field (a typo would be ignored)."""
+    from chaos.targets.base import TargetOptions
+
+    fields = {f.name for f in dataclasses.fields(TargetOptions)}
+    problems = []
+    pool = set(scenario.pool or ()) - POOL_FIELDS
+    if pool:
+        problems.append(f"pool has unknown key(s) {sorted(pool)}; known: {sorted(POOL_FIELDS)}")
+    options = set(scenario.options or ()) - fields
+    if options:
+        problems.append(
+            f"options has unknown key(s) {sorted(options)}; TargetOptions fields: {sorted(fields)}"
+        )
+    return problems
+
+
 def validate(scenario: Any) -> list[str]:
     """Every problem with a scenario, as short phrases naming the field."""
     if not isinstance(scenario, Scenario):
@@ -289,6 +328,7 @@ def validate(scenario: Any) -> list[str]:
                 f"{scenario.duration}s"
             )
         problems.extend(_fault_problems(f"faults[{i}]", step, scenario.needs))
+    problems.extend(_option_problems(scenario))
     unknown = set(scenario.needs) - RESOURCES
     if unknown:
         problems.append(

@@ -6,6 +6,10 @@ clear errors (``PoolTimeout`` / "too many clients"), no crash (every child
 exits 0 and reports), and full recovery once the connections are released.
 The sizing helper is checked against the same server: ``check_capacity``
 warns for 3 x 5, and the ``recommend_max_size`` it advises runs clean.
+
+plain_pool only (``reference_only``): the children are plain_pool processes
+(:mod:`chaos.scenarios._capacity_child`) configured like the target, and the
+sizing helper checked is plain_pool's.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from chaos.scenarios import REGISTRY, Expectations, ScenarioContext, ScenarioResult
-from chaos.scenarios._runner import Op
+from chaos.machines.model import SettingsValue
+from chaos.scenarios import REGISTRY, Evidence, Expectations, Finding, Op, ScenarioContext
 
 PROCESSES = 3
 OVERSIZED = 5
@@ -29,11 +34,24 @@ PARENT_SLOTS = 2
 CLEAR = ("PoolTimeout", "too many clients", "remaining connection slots")
 
 
+def child_settings(ctx: ScenarioContext, max_size: int) -> dict:
+    """plain_pool settings for a child: the target's, with a pool of ``max_size``; its
+    sessions carry the target's application_name (the sessions-left check counts them)."""
+    from chaos.targets.plain_pool import settings_dict
+
+    options = replace(ctx.options, min_size=0, max_size=max_size, timeout=1.0)
+    return settings_dict(
+        ctx.host,
+        ctx.port,
+        ctx.server,
+        options,
+        SettingsValue(),
+        application_name=ctx.application_name,
+    )
+
+
 def run_children(ctx: ScenarioContext, max_size: int, label: str) -> list[int]:
-    settings = {
-        **ctx.settings,
-        "POSTGRES_POOL": {"min_size": 0, "max_size": max_size, "timeout": 1.0},
-    }
+    settings = child_settings(ctx, max_size)
     spec = {
         "settings": settings,
         "hold_s": 2.5,
@@ -104,8 +122,8 @@ def capacity_workload(ctx: ScenarioContext) -> None:
     ctx.stop.wait()
 
 
-def capacity_contract(result: ScenarioResult) -> list[str]:
-    m = result.metrics
+def capacity_contract(result: Evidence) -> Finding:
+    m = dict(result.metrics)
     over = [o for o in result.ops if o.kind == "oversized"]
     rec = [o for o in result.ops if o.kind == "recommended"]
     problems = []
@@ -114,7 +132,7 @@ def capacity_contract(result: ScenarioResult) -> list[str]:
     if m.get("exit_codes_recommended") != [0] * PROCESSES:
         problems.append(f"children crashed: exit codes {m.get('exit_codes_recommended')}")
     failed = [o for o in over if not o.ok]
-    m["oversized_ok"], m["oversized_failed"] = len(over) - len(failed), len(failed)
+    counts = {"oversized_ok": len(over) - len(failed), "oversized_failed": len(failed)}
     if not failed:
         problems.append(f"{PROCESSES} x {OVERSIZED} > {MAX_CONNECTIONS} but no checkout failed")
     unclear = [o for o in failed if not any(c in f"{o.error_type} {o.error}" for c in CLEAR)]
@@ -131,7 +149,7 @@ def capacity_contract(result: ScenarioResult) -> list[str]:
             f"{len(bad)} failed of {len(rec)}"
             + (f" ({bad[0].error_type}: {bad[0].error})" if bad else "")
         )
-    return problems
+    return Finding.of(*problems, **counts)
 
 
 REGISTRY.register(
@@ -142,6 +160,7 @@ REGISTRY.register(
     pool={"min_size": 1, "max_size": 1},
     server_settings={"max_connections": str(MAX_CONNECTIONS)},
     threads=1,
+    reference_only="its children are plain_pool processes and it checks plain_pool's sizing helper",
     description="3 processes x max_size 5 > max_connections 10: clear errors, no crash, recovery",
     duration=11.0,  # two rounds of children: start-up 2 s + hold 2.5 s + exit, each
     marks=("chaos", "restarts_server"),

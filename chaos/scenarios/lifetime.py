@@ -9,19 +9,17 @@ each request.
 from __future__ import annotations
 
 from chaos import workloads
-from chaos.scenarios import REGISTRY, Expectations, ScenarioResult
+from chaos.scenarios import REGISTRY, Evidence, Expectations, Finding
 
 MAX_LIFETIME_S = 1.5
 MARGIN_S = 1.0
 DURATION_S = 5.0
 
 
-def connections_replaced(result: ScenarioResult) -> list[str]:
-    pids: dict[str, list[float]] = result.metrics.get("pids", {})
+def connections_replaced(evidence: Evidence) -> Finding:
+    pids: dict[str, list[float]] = evidence.metrics.get("pids", {})
     spans = {pid: max(ts) - min(ts) for pid, ts in pids.items()}
     longest = max(spans.values(), default=0.0)
-    result.metrics["pids"] = len(pids)
-    result.metrics["longest_use_span_s"] = round(longest, 3)
     problems = []
     if longest > MAX_LIFETIME_S + MARGIN_S:
         problems.append(
@@ -31,7 +29,7 @@ def connections_replaced(result: ScenarioResult) -> list[str]:
     expected = int(DURATION_S / (MAX_LIFETIME_S + MARGIN_S))  # per pooled connection, at least
     if len(pids) < 2 * expected:
         problems.append(f"only {len(pids)} distinct sessions in {DURATION_S} s: not replaced")
-    return problems
+    return Finding.of(*problems, pids=len(pids), longest_use_span_s=round(longest, 3))
 
 
 REGISTRY.register(

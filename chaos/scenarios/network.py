@@ -25,7 +25,7 @@ from __future__ import annotations
 import statistics
 
 from chaos import workloads
-from chaos.scenarios import REGISTRY, Expectations, FaultStep, ScenarioResult
+from chaos.scenarios import REGISTRY, Evidence, Expectations, FaultStep, Finding
 
 LATENCY_MS = 50
 #: Round trips a request of ``select_one`` waits for: its query, and before it
@@ -41,7 +41,7 @@ MIN_ROUND_TRIPS = 1
 RESET_RECOVERY_S = 0.5
 
 
-def latency_as_predicted(result: ScenarioResult) -> list[str]:
+def latency_as_predicted(result: Evidence) -> Finding:
     """During the fault a request takes ROUND_TRIPS x latency more; throughput follows."""
     window = result.windows[0]
     threads = result_threads(result)
@@ -51,7 +51,9 @@ def latency_as_predicted(result: ScenarioResult) -> list[str]:
         o for o in result.ops if o.ok and o.worker >= 0 and start <= o.started and o.ended <= end
     ]
     if not before or not during:
-        return [f"not enough operations to compare ({len(before)} before, {len(during)} during)"]
+        return Finding.of(
+            f"not enough operations to compare ({len(before)} before, {len(during)} during)"
+        )
     base = statistics.median(o.ended - o.started for o in before) * 1000
     slow = statistics.median(o.ended - o.started for o in during) * 1000
     predicted = base + ROUND_TRIPS * LATENCY_MS
@@ -59,13 +61,13 @@ def latency_as_predicted(result: ScenarioResult) -> list[str]:
     rate = done / max(end - start, 1e-3)
     predicted_rate = threads * 1000 / (predicted + workloads.PACE_S * 1000)
     fastest_rate = threads * 1000 / (base + MIN_ROUND_TRIPS * LATENCY_MS + workloads.PACE_S * 1000)
-    result.metrics.update(
-        median_ms_before=round(base, 2),
-        median_ms_during=round(slow, 2),
-        median_ms_predicted=round(predicted, 2),
-        throughput_during=round(rate, 1),
-        throughput_predicted=round(predicted_rate, 1),
-    )
+    metrics = {
+        "median_ms_before": round(base, 2),
+        "median_ms_during": round(slow, 2),
+        "median_ms_predicted": round(predicted, 2),
+        "throughput_during": round(rate, 1),
+        "throughput_predicted": round(predicted_rate, 1),
+    }
     problems = []
     # Physics: never faster than the query's own delayed answer. Upper: +50% for a noisy
     # 2-core machine (a request waiting for more round trips than predicted fails it).
@@ -78,16 +80,17 @@ def latency_as_predicted(result: ScenarioResult) -> list[str]:
         problems.append(
             f"throughput {rate:.1f}/s during the fault, predicted {predicted_rate:.1f}/s"
         )
-    return problems
+    return Finding.of(*problems, **metrics)
 
 
-def result_threads(result: ScenarioResult) -> int:
+def result_threads(result: Evidence) -> int:
     return len({o.worker for o in result.ops if o.worker >= 0}) or 1
 
 
-def served_during_fault(result: ScenarioResult) -> list[str]:
+def served_during_fault(result: Evidence) -> Finding:
     """The pool kept serving: requests completed entirely inside every fault window."""
     problems = []
+    served = []
     for window in result.windows:
         end = window.ended_at or window.applied_at
         n = sum(
@@ -95,13 +98,13 @@ def served_during_fault(result: ScenarioResult) -> list[str]:
             for o in result.ops
             if o.ok and o.worker >= 0 and window.applied_at <= o.started and o.ended <= end
         )
-        result.metrics.setdefault("ok_during_fault", []).append(n)
+        served.append(n)
         if n == 0:
             problems.append(f"no request completed during {window.step.describe()}")
-    return problems
+    return Finding.of(*problems, ok_during_fault=served)
 
 
-def fault_reached_pool(result: ScenarioResult) -> list[str]:
+def fault_reached_pool(result: Evidence) -> Finding:
     """The cuts hit connections: callers saw errors, or the pool discarded connections.
 
     Without this a cut that hit nothing (or a toxic that never applied)
@@ -112,8 +115,8 @@ def fault_reached_pool(result: ScenarioResult) -> list[str]:
     hits = len(result.errors) + sum(
         counters.get(k, 0) for k in ("checks_failed", "reset_failures", "returns_bad")
     )
-    result.metrics["fault_hits"] = hits
-    return [] if hits else ["the cuts reached no connection (no error, nothing discarded)"]
+    problems = [] if hits else ["the cuts reached no connection (no error, nothing discarded)"]
+    return Finding.of(*problems, fault_hits=hits)
 
 
 net = {"needs": frozenset({"proxy"}), "origin": __name__}

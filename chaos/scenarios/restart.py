@@ -11,7 +11,7 @@ checks every pooled connection may fail once. Bare psycopg_pool with ``check`` (
 from __future__ import annotations
 
 from chaos import workloads
-from chaos.scenarios import REGISTRY, Expectations, FaultStep, ScenarioResult
+from chaos.scenarios import REGISTRY, Evidence, Expectations, FaultStep, Finding
 
 #: The reference's recovery budget after the server accepts again. Measured: 9-48 ms;
 #: bare psycopg_pool's backoff takes seconds (1, 2, 4 s), so 0.5 s tells them apart with a
@@ -51,7 +51,7 @@ REGISTRY.register(
     faults=[FaultStep(at=0.5, fault="restart_fast")],
     workload=workloads.idle,
     expect=Expectations(caller_errors="per_connection"),
-    settings={"POSTGRES_CONN_HEALTH_CHECKS": False},
+    options={"health_checks": False},
     description="health checks off: each pooled connection may fail once, then the pool heals",
     duration=1.5,
     marks=("chaos", "restarts_server"),
@@ -62,7 +62,7 @@ REGISTRY.register(
     faults=[FaultStep(at=1.0, fault="restart_fast")],
     workload=workloads.mixed_load,
     expect=Expectations(caller_errors="per_connection", ledger=True),
-    settings={"POSTGRES_CONN_HEALTH_CHECKS": False},
+    options={"health_checks": False},
     description="health checks off under load: errors bounded by in-flight + pool size",
     duration=2.5,
     marks=("chaos", "restarts_server"),
@@ -92,12 +92,14 @@ def record_reconnect_failed(pool) -> None:
     RECONNECT_FAILED.append((getattr(pool, "name", "?"), time.monotonic()))
 
 
-def reconnect_failed_called(result: ScenarioResult) -> list[str]:
-    calls = [t for _, t in RECONNECT_FAILED if t >= result.t0]
-    result.metrics["reconnect_failed_calls"] = len(calls)
+def reconnect_failed_called(evidence: Evidence) -> Finding:
+    calls = [t for _, t in RECONNECT_FAILED if t >= evidence.t0]
+    problems = []
     if not calls:
-        return ["reconnect_failed was never called during an outage longer than reconnect_timeout"]
-    return []
+        problems.append(
+            "reconnect_failed was never called during an outage longer than reconnect_timeout"
+        )
+    return Finding.of(*problems, reconnect_failed_calls=len(calls))
 
 
 REGISTRY.register(

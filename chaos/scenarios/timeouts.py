@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from chaos import workloads
 from chaos.faults import CHAOS_TIMEOUTS
-from chaos.scenarios import REGISTRY, Expectations, FaultStep, ScenarioResult
-from chaos.scenarios._runner import classify_errors
+from chaos.scenarios import REGISTRY, Evidence, Expectations, FaultStep, Finding
+from chaos.scenarios._checkers import classify_errors
 from plain_pool.health import RESET_TIMEOUT
 
 POOL_TIMEOUT_S = 1.0
@@ -47,12 +47,12 @@ KEEPALIVE_DETECTION_S = (
 )
 
 
-def pool_timeouts_bounded(result: ScenarioResult) -> list[str]:
+def pool_timeouts_bounded(result: Evidence) -> Finding:
     """Every PoolTimeout came within [timeout, timeout + margin]; at least one came."""
     waits = [o.ended - o.started for o in result.ops if o.error_type == "PoolTimeout"]
-    result.metrics["pool_timeouts"] = len(waits)
+    metrics: dict[str, object] = {"pool_timeouts": len(waits)}
     if waits:
-        result.metrics["pool_timeout_wait_s"] = [round(min(waits), 3), round(max(waits), 3)]
+        metrics["pool_timeout_wait_s"] = [round(min(waits), 3), round(max(waits), 3)]
     problems = []
     if not waits:
         problems.append("no checkout raised PoolTimeout while the database was unreachable")
@@ -63,10 +63,10 @@ def pool_timeouts_bounded(result: ScenarioResult) -> list[str]:
             f"{len(bad)} PoolTimeout(s) outside [{POOL_TIMEOUT_S}, {high}] s: "
             f"{', '.join(f'{w:.3f}' for w in bad[:5])}"
         )
-    return problems
+    return Finding.of(*problems, **metrics)
 
 
-def only_pool_timeouts_or_in_flight(result: ScenarioResult) -> list[str]:
+def only_pool_timeouts_or_in_flight(result: Evidence) -> list[str]:
     """Callers saw PoolTimeout, or an error on the connection they held when the fault hit."""
     _, other = classify_errors(result)
     unexpected = [o for o in other if o.error_type != "PoolTimeout"]
@@ -81,20 +81,23 @@ def only_pool_timeouts_or_in_flight(result: ScenarioResult) -> list[str]:
 
 
 def longest_op(bound_s: float):
-    def no_op_longer_than_bound(result: ScenarioResult) -> list[str]:
+    def no_op_longer_than_bound(result: Evidence) -> Finding:
         longest = max((o.ended - o.started for o in result.ops if o.worker >= 0), default=0.0)
-        result.metrics["longest_op_s"] = round(longest, 3)
-        result.metrics["op_bound_s"] = bound_s
+        metrics = {"longest_op_s": round(longest, 3), "op_bound_s": bound_s}
         if result.hung_threads:
-            return [f"{result.hung_threads} thread(s) still blocked after the watchdog"]
+            return Finding.of(
+                f"{result.hung_threads} thread(s) still blocked after the watchdog", **metrics
+            )
         if longest > bound_s:
-            return [f"an operation took {longest:.2f} s > {bound_s:.2f} s (a hang)"]
-        return []
+            return Finding.of(
+                f"an operation took {longest:.2f} s > {bound_s:.2f} s (a hang)", **metrics
+            )
+        return Finding.of(**metrics)
 
     return no_op_longer_than_bound
 
 
-def hazard_documented(result: ScenarioResult) -> list[str]:
+def hazard_documented(result: Evidence) -> Finding:
     """The hazard as documented: queries in flight blocked until the heal, then failed.
 
     Passes when at least one caller was blocked longer than keepalives,
@@ -106,40 +109,47 @@ def hazard_documented(result: ScenarioResult) -> list[str]:
     window = result.windows[0]
     healed = window.ended_at
     if healed is None:
-        return ["the half-open fault was never healed"]
+        return Finding.of("the half-open fault was never healed")
     blocked = [
         o
         for o in result.ops
         if o.worker >= 0 and o.started < healed and o.ended - o.started > KEEPALIVE_DETECTION_S
     ]
     longest = max((o.ended - o.started for o in result.ops if o.worker >= 0), default=0.0)
-    result.metrics.update(
-        longest_op_s=round(longest, 3),
-        blocked_callers=len(blocked),
-        blocked_s=sorted(round(o.ended - o.started, 3) for o in blocked),
-        released_after_heal_s=sorted(round(o.ended - healed, 3) for o in blocked),
-    )
+    metrics = {
+        "longest_op_s": round(longest, 3),
+        "blocked_callers": len(blocked),
+        "blocked_s": sorted(round(o.ended - o.started, 3) for o in blocked),
+        "released_after_heal_s": sorted(round(o.ended - healed, 3) for o in blocked),
+    }
     if result.hung_threads:
-        return [f"{result.hung_threads} thread(s) still blocked after the watchdog"]
+        return Finding.of(
+            f"{result.hung_threads} thread(s) still blocked after the watchdog", **metrics
+        )
     if not blocked:
-        return [
+        return Finding.of(
             f"hazard not reproduced: no caller blocked longer than {KEEPALIVE_DETECTION_S} s "
-            f"(longest {longest:.2f} s) - something bounds a query on a half-open link"
-        ]
+            f"(longest {longest:.2f} s) - something bounds a query on a half-open link",
+            **metrics,
+        )
     early = [o for o in blocked if o.ended < healed - 0.05]
     if early:
-        return [f"{len(early)} blocked caller(s) released before the heal: a timeout fired"]
+        return Finding.of(
+            f"{len(early)} blocked caller(s) released before the heal: a timeout fired", **metrics
+        )
     late = [o for o in blocked if o.ended > healed + 1.0]
     if late:
-        return [f"{len(late)} blocked caller(s) still blocked 1 s after the heal"]
-    result.notes.append(
+        return Finding.of(
+            f"{len(late)} blocked caller(s) still blocked 1 s after the heal", **metrics
+        )
+    note = (
         f"documented hazard: with keepalives, tcp_user_timeout "
         f"({CHAOS_TIMEOUTS.tcp_user_timeout_ms} ms) and statement_timeout "
         f"({HAZARD_STATEMENT_TIMEOUT_MS} ms) on but no client-side deadline, "
         f"{len(blocked)} caller(s) were blocked {min(o.ended - o.started for o in blocked):.2f}"
         f"..{longest:.2f} s, released only by the heal"
     )
-    return []
+    return Finding((), metrics, (note,))
 
 
 common = {
@@ -183,8 +193,8 @@ REGISTRY.register(
     faults=[FaultStep(at=HAZARD_AT_S, fault="half_open", hold=HAZARD_HOLD_S)],
     workload=workloads.held_sessions,
     expect=Expectations(max_recovery_s=RECOVERY_S, extra=(hazard_documented,)),
-    settings={
-        "POSTGRES_OPTIONS": {
+    options={
+        "connect_options": {
             "connect_timeout": None,  # no client-side deadline at all
             "options": f"-c statement_timeout={HAZARD_STATEMENT_TIMEOUT_MS}",
         }

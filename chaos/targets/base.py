@@ -26,11 +26,11 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from chaos.machines.model import Backend, SettingsValue
 
@@ -82,6 +82,13 @@ class TargetOptions:
     #: target as ``user_check(identify=...)`` (``identify(conn)`` -> the connection's
     #: :class:`Backend`), so every machine run gets a check with a state of its own.
     user_check: Callable[..., Any] | None = None
+    #: The pool's ``reconnect_failed(pool)`` callback (psycopg_pool's): called when the
+    #: pool gave up reconnecting for ``reconnect_timeout`` (the outage scenario checks it).
+    reconnect_failed: Callable[[Any], None] | None = None
+    #: libpq connection options over the harness's chaos-safe ones
+    #: (:data:`chaos.faults.CHAOS_TIMEOUTS`); a None value removes a harness default
+    #: (e.g. ``{"connect_timeout": None, "options": "-c statement_timeout=1000"}``).
+    connect_options: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,91 @@ class TargetRequest:
             self.thread.stop(0.0 if self.thread.pending else 1.0)
 
 
+class Client(Protocol):
+    """What a fault scenario's workload holds in one thread: a Django-like database client.
+
+    ``Target.thread_client()`` returns this thread's; every call runs in that thread.
+    A request is ``db.ensure_connection()`` (check out; returns the DB-API connection,
+    a psycopg one for every target here), ``db.cursor()`` / ``db.atomic()`` (a
+    transaction committed on exit, rolled back on an exception) /
+    ``db.set_autocommit(False)`` (the next statement opens a transaction the request
+    may walk away from), then ``db.close()`` (give the connection back the way the
+    system's users do). ``connection`` is the connection held now, or None. Errors
+    are the system's own (wrapped as it wraps them): the scenarios classify by cause.
+    """
+
+    connection: Any
+
+    def ensure_connection(self) -> Any: ...
+
+    def cursor(self) -> Any: ...
+
+    def atomic(self) -> contextlib.AbstractContextManager[Any]: ...
+
+    def set_autocommit(self, autocommit: bool) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectionClient:
+    """A :class:`Client` over a system's own checkout call, for a target whose system hands
+    out DB-API connections directly: ``checkout()`` returns ``(connection, give_back)``
+    (``pool = current(); return pool.getconn(), pool.putconn`` for psycopg_pool: back to
+    the pool that lent it); transactions are psycopg's own."""
+
+    def __init__(self, checkout: Callable[[], tuple[Any, Callable[[Any], None]]]) -> None:
+        self._checkout = checkout
+        self._give_back: Callable[[Any], None] | None = None
+        self.connection: Any = None
+
+    def ensure_connection(self) -> Any:
+        if self.connection is None:
+            self.connection, self._give_back = self._checkout()
+        return self.connection
+
+    def cursor(self) -> Any:
+        return self.ensure_connection().cursor()
+
+    def atomic(self) -> contextlib.AbstractContextManager[Any]:
+        return self.ensure_connection().transaction()  # type: ignore[no-any-return]
+
+    def set_autocommit(self, autocommit: bool) -> None:
+        self.ensure_connection().autocommit = autocommit
+
+    def close(self) -> None:
+        conn, give_back = self.connection, self._give_back
+        self.connection = self._give_back = None
+        if conn is not None and give_back is not None:
+            give_back(conn)
+
+
+class ThreadClients:
+    """One :class:`Client` per thread (made by ``make`` on first use), and all of them
+    for :meth:`close_all`: a target's ``thread_client()`` is usually ``self.clients.get()``."""
+
+    def __init__(self, make: Callable[[], Client]) -> None:
+        self._make = make
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Client] = []
+
+    def get(self) -> Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._make()
+            with self._lock:
+                self._all.append(client)
+        return client  # type: ignore[no-any-return]
+
+    def close_all(self) -> None:
+        """Give back what every thread's client holds (from any thread: the scenario is over)."""
+        with self._lock:
+            clients = list(self._all)
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+
 class Target(abc.ABC):
     """A pooled backend under test, as the machines see it."""
 
@@ -328,6 +420,24 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop every thread and close every pool and connection."""
+
+    # -- scenarios (optional: a scenario on a target without them is skipped) -------------
+    def thread_client(self) -> Client:
+        """This thread's :class:`Client` for the fault scenarios (chaos.scenarios).
+
+        One per thread, made on first use and kept: the workloads call it from many
+        threads at once. A target that does not implement it has its scenarios skipped
+        with this error's message.
+        """
+        raise NotImplementedError(
+            f"{type(self).__qualname__} has no thread_client(): the fault scenarios need one "
+            "(chaos.targets.base.Client)"
+        )
+
+    def pool_counters(self) -> dict[str, int]:
+        """The pool's counters for a scenario's report and checks (connections lost,
+        checks failed...): :meth:`stats` unless the system keeps more of its own."""
+        return self.stats()
 
     # -- fork (optional: the fork rules skip a target that raises NotImplementedError) --------
     def parent_sessions(self) -> dict[int, str]:

@@ -38,6 +38,7 @@ from chaos.targets.base import (
     Target,
     TargetOptions,
     TargetRequest,
+    ThreadClients,
 )
 from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, _wire, pools, session_reset
 from plain_pool.health import CREATED_AT
@@ -70,6 +71,11 @@ def settings_dict(
 ) -> dict[str, Any]:
     """The plain_pool settings for a machine run (chaos-safe connect options)."""
     pg_options: dict[str, Any] = dict(CHAOS_TIMEOUTS.connect_kwargs())
+    for key, value in (options.connect_options or {}).items():
+        if value is None:
+            pg_options.pop(key, None)  # the scenario removes a harness default
+        else:
+            pg_options[key] = value
     if application_name:
         pg_options["application_name"] = application_name
     if settings.role:
@@ -99,6 +105,8 @@ def settings_dict(
         }
         if user_check is not None:
             result["POSTGRES_POOL"]["check"] = user_check
+        if options.reconnect_failed is not None:
+            result["POSTGRES_POOL"]["reconnect_failed"] = options.reconnect_failed
     return result
 
 
@@ -236,6 +244,8 @@ class PlainPoolTarget(Target):
         )
         self.control = ControlThreads(f"{self.alias}-control")
         self.requests: list[TargetRequest] = []
+        #: The scenarios' per-thread clients: this thread's wrapper of the alias.
+        self.clients = ThreadClients(lambda: self.handler[self.alias])
         self.cache_key = (
             getattr(server, "host", None),
             getattr(server, "port", None),
@@ -243,6 +253,7 @@ class PlainPoolTarget(Target):
             options.server_side_binding,
             options.health_checks,
             options.configure_override,
+            tuple(sorted((options.connect_options or {}).items())),
         )
         self.description = (
             f"plain_pool {self.wrapper_class.__name__} (alias {self.alias}, "
@@ -367,8 +378,18 @@ class PlainPoolTarget(Target):
         finally:
             db.close()
 
+    # -- scenarios -------------------------------------------------------------
+    def thread_client(self) -> DatabaseWrapper:
+        """This thread's wrapper of the alias (plain_pool's own per-thread client)."""
+        return self.clients.get()  # type: ignore[return-value]
+
+    def pool_counters(self) -> dict[str, int]:
+        """psycopg_pool's counters plus the backend's own (checks failed, resets failed)."""
+        return dict(self.thread_client().pool_stats() or {})
+
     # -- cleanup ---------------------------------------------------------------
     def close(self) -> None:
+        self.clients.close_all()
         for request in self.requests:
             with contextlib.suppress(Exception):
                 request.thread.stop(0.0)

@@ -78,12 +78,14 @@ from chaos.targets._common import (
 )
 from chaos.targets.base import (
     CheckoutResult,
+    ConnectionClient,
     ControlThreads,
     Session,
     SessionCapacity,
     Target,
     TargetOptions,
     TargetRequest,
+    ThreadClients,
 )
 from chaos.targets.plain_pool import OVERRIDE_SQL
 from chaos.targets.registry import UnsupportedOption
@@ -228,6 +230,9 @@ class PsycopgPoolTarget(Target):
         self._pools: list[ConnectionPool] = []
         self.control = ControlThreads(f"{self.application_name}-control")
         self.requests: list[TargetRequest] = []
+        #: The scenarios' per-thread clients: getconn() from the current pool, putconn()
+        #: to the pool that lent the connection (as a request does).
+        self.clients = ThreadClients(lambda: ConnectionClient(self._lend))
         self.cache_key = (
             getattr(server, "host", None),
             getattr(server, "port", None),
@@ -250,6 +255,11 @@ class PsycopgPoolTarget(Target):
     # -- the pool ----------------------------------------------------------------------
     def _kwargs(self, *, application_name: str | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {**CHAOS_TIMEOUTS.connect_kwargs(), "autocommit": True}
+        for key, value in (self.options.connect_options or {}).items():
+            if value is None:
+                kwargs.pop(key, None)  # a scenario removes a harness default
+            else:
+                kwargs[key] = value
         if application_name:
             kwargs["application_name"] = application_name
         if self.options.prepare_threshold is not None:
@@ -280,6 +290,7 @@ class PsycopgPoolTarget(Target):
             "max_lifetime": self.options.max_lifetime,
             "max_idle": self.options.max_idle,
             "reconnect_timeout": self.options.reconnect_timeout,
+            "reconnect_failed": self.options.reconnect_failed,
             "configure": make_configure(settings, override=self.options.configure_override),
             "check": self._check(),
             "name": f"{self.application_name}-{len(self._pools) + 1}",
@@ -412,8 +423,18 @@ class PsycopgPoolTarget(Target):
         finally:
             pool.close()
 
+    # -- scenarios ---------------------------------------------------------------------------
+    def _lend(self) -> tuple[psycopg.Connection, Callable[[psycopg.Connection], None]]:
+        pool = self.pool()
+        return pool.getconn(), pool.putconn
+
+    def thread_client(self) -> ConnectionClient:
+        """This thread's client for the fault scenarios (chaos.targets.base.Client)."""
+        return self.clients.get()  # type: ignore[return-value]
+
     # -- cleanup ---------------------------------------------------------------------------
     def close(self) -> None:
+        self.clients.close_all()
         for request in self.requests:
             with contextlib.suppress(Exception):
                 request.thread.stop(0.0)

@@ -228,10 +228,20 @@ def test_connection_errors_and_logs_never_show_the_password(pooled, closed_port,
 def failing_result() -> ScenarioResult:
     """A failed scenario whose every text field holds the password, as careless code does."""
     dsn = f"postgres://app:{PW}@db/app"
-    op = Op(worker=0, kind="write", started=1.0, ended=1.2, error_type="OperationalError")
-    op.error = f"connection to {dsn} failed (password={PW})"
-    window = FaultWindow(FaultStep(0.5, "crash"), applied_at=1.5, ended_at=1.6)
-    window.error = f"crash could not be applied: {PW}"
+    op = Op(
+        worker=0,
+        kind="write",
+        started=1.0,
+        ended=1.2,
+        error_type="OperationalError",
+        error=f"connection to {dsn} failed (password={PW})",
+    )
+    window = FaultWindow(
+        FaultStep(0.5, "crash"),
+        applied_at=1.5,
+        ended_at=1.6,
+        error=f"crash could not be applied: {PW}",
+    )
     return ScenarioResult(
         name="secret-probe",
         faults="crash()@0.5s",
