@@ -4,8 +4,11 @@
   really has: its reset on return is a ROLLBACK, so committed session state goes
   to the next checkout (evidence/sqlalchemy/reset_is_rollback.py shows what the
   server saw). Pool of 1: the next checkout is the same session, every time.
+- Two more real behaviours: a connection given back to a pool that ``dispose()``
+  replaced stays open on the server until the garbage collector runs; the return of a
+  connection (its ROLLBACK) over a half-open link has no deadline.
 - A clean program that must pass: transactions left open, settings changes, a
-  pool closed under a held connection.
+  disposed pool.
 - A short search of the main machine without dirt, which must pass.
 
 The MachineEnv is built here (until ``--target`` selects targets for the shared
@@ -26,6 +29,7 @@ pytest.importorskip("sqlalchemy")
 from hypothesis import settings
 
 from chaos.faults.connect import proxy_address
+from chaos.faults.network import HalfOpen
 from chaos.hypothesis_profiles import budget
 from chaos.machines.dirt import (
     AdvisoryLock,
@@ -38,10 +42,10 @@ from chaos.machines.dirt import (
     SetTimeZone,
     TempTable,
 )
-from chaos.machines.errors import OrphanedSessions, SessionLeak
+from chaos.machines.errors import OrphanedSessions, SessionLeak, SlowReturn
 from chaos.machines.model import SettingsValue
 from chaos.machines.orphan_rules import OrphanRules
-from chaos.machines.pool_machine import MachineEnv, PoolMachine, machine_for
+from chaos.machines.pool_machine import MachineEnv, NetworkFaults, PoolMachine, machine_for
 from chaos.machines.runner import run_machine_as_test
 from chaos.targets.base import TargetOptions
 from chaos.targets.registry import UnsupportedOption, factory, resolve
@@ -51,15 +55,15 @@ PARIS_APP = SettingsValue("Europe/Paris", use_tz=False, role="chaos_app")
 KOLKATA = SettingsValue("Asia/Kolkata", use_tz=False, role=None)
 
 #: The main machine's rules without session dirt: requests, transactions left open,
-#: settings changes (from a control thread and from a request), pool maintenance.
-#: fail_transaction is left out until the judge classifies by root cause: SQLAlchemy
-#: raises its DivisionByZero as sqlalchemy.exc.DataError.
+#: a failed transaction, settings changes (from a control thread and from a request), pool
+#: maintenance.
 CLEAN_RULES = (
     "open_request",
     "finish_request",
     "checkout",
     "give_back",
     "leave_transaction_open",
+    "fail_transaction",
     "change_settings",
     "change_settings_in_request",
     "close_pool",
@@ -184,6 +188,27 @@ def test_connection_returned_to_a_disposed_pool_stays_open(sqlalchemy_env: Machi
                 steps.give_back(request=requests_0)
         finally:
             gc.enable()
+    finally:
+        state.teardown()
+
+
+def test_return_over_a_half_open_link_is_unbounded(sqlalchemy_env: MachineEnv) -> None:
+    """``conn.close()`` rolls the request's transaction back with no deadline: over a
+    half-open link it blocks until the link heals (SlowReturn, the return-deadline
+    contract). evidence/sqlalchemy/return_over_half_open_link.py."""
+    if sqlalchemy_env.proxy is None:
+        pytest.skip("needs the fault proxy")
+    Machine = machine_for(
+        sqlalchemy_env,
+        NetworkFaults,
+        options=TargetOptions(max_size=1),
+        name="SQLAlchemyHalfOpen",
+    )
+    state = Machine()
+    try:
+        requests_0 = state.start(settings=UTC)
+        with pytest.raises(SlowReturn, match=r"give_back of Request\(1\).*HalfOpen"):
+            state.return_over_bad_link(fault=HalfOpen(), how="begin", request=requests_0)
     finally:
         state.teardown()
 
