@@ -93,6 +93,12 @@ def test_run_markers_known():  # may be deselected outside their runs: collected
     pass
 
 
+def test_selection_is_what_was_asked(request):  # runs after test_reference_only
+    from chaos.fixtures.machines import selected_targets
+
+    print("SELECTED", list(selected_targets(request.config)))
+
+
 def test_database_in_rootdir(request):
     expected = request.config.rootpath.resolve() / ".hypothesis" / "examples"
     assert settings().database.path == expected, settings().database
@@ -239,6 +245,18 @@ def test_each_selected_target_parametrizes_the_tests_reference_ones_excepted(tmp
     assert "chaos target plain_pool:" in out, out
     assert "chaos target usertargets:Mine: user target usertargets:Mine" in out, out
     assert "chaos target usertargets:NotHere: unavailable" in out, out
+
+
+def test_reference_tests_run_on_plain_pool_when_it_is_not_selected(tmp_path):
+    _write_user_project(tmp_path)
+    proc = _child(tmp_path, "-v", "-s", "--target", "usertargets:Mine")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "test_per_target[usertargets:Mine]" in out, out
+    assert "test_per_target[plain_pool]" not in out, out
+    assert "test_user.py::test_reference_only PASSED" in out, out
+    assert "chaos target plain_pool" not in out, out
+    assert "SELECTED ['usertargets:Mine']" in out, out
 
 
 def test_pyproject_lists_the_markers_the_plugin_registers():
