@@ -104,17 +104,22 @@ def served_during_fault(result: Evidence) -> Finding:
     return Finding.of(*problems, ok_during_fault=served)
 
 
+#: Pool counters that show a cut reached a pooled connection (masked from the caller).
+FAULT_HIT_COUNTERS = ("checks_failed", "reset_failures", "returns_bad", "connections_lost")
+
+
 def fault_reached_pool(result: Evidence) -> Finding:
     """The cuts hit connections: callers saw errors, or the pool discarded connections.
 
     Without this a cut that hit nothing (or a toxic that never applied)
     would pass vacuously; the pool masking a cut (a failed health probe or
-    session reset, then a fresh connection) is fine and counts as a hit.
+    session reset, then a fresh connection) is fine and counts as a hit:
+    plain_pool counts those in ``checks_failed`` / ``reset_failures`` /
+    ``returns_bad``, psycopg_pool in ``connections_lost`` (a connection that
+    failed its ``check`` at ``getconn``, or came back broken).
     """
     counters = result.metrics.get("pool", {})
-    hits = len(result.errors) + sum(
-        counters.get(k, 0) for k in ("checks_failed", "reset_failures", "returns_bad")
-    )
+    hits = len(result.errors) + sum(counters.get(k, 0) for k in FAULT_HIT_COUNTERS)
     problems = [] if hits else ["the cuts reached no connection (no error, nothing discarded)"]
     return Finding.of(*problems, fault_hits=hits)
 
