@@ -16,6 +16,7 @@ signed, so a change in the ecosystem shows as a mismatch, worded by
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,3 +103,45 @@ def mismatch(cell: Cell, expected: Expected | None, title: str) -> str:
         lines += [f"    {line}" for line in cell.program.splitlines()]
     lines.append(f"  replay: {cell.replay}")
     return "\n".join(lines)
+
+
+def draft(matrix: dict[str, Any], current: ExpectedVerdicts | None = None) -> str:
+    """A TOML draft of the expected file from a run's matrix.json, for review.
+
+    Entries whose verdict did not change keep their reason; a new third-party FAIL gets
+    ``reason = "TODO"``, which the expected-file test refuses until a reviewer writes it.
+    """
+    lines = []
+    for target in matrix.get("targets", []):
+        cells = [c for c in matrix.get("cells", []) if c["target"] == target]
+        verdicts = {c["verdict"] for c in cells}
+        lines.append(f"\n[{target}]")
+        if len(verdicts) == 1 and verdicts != {"fail"}:
+            (only,) = verdicts
+            old = current.get(target, "*") if current else None
+            reason = old.reason if old and old.verdict == only else cells[0]["detail"]
+            lines.append(f'"*" = {{ verdict = "{only}", reason = {json.dumps(reason)} }}')
+            continue
+        for cell in cells:
+            old = current.get(target, cell["property"]) if current else None
+            if cell["verdict"] == "pass":
+                lines.append(f'{cell["property"]} = "pass"')
+                continue
+            kept = old if old and old.verdict == cell["verdict"] else None
+            entry = {"verdict": cell["verdict"], "reason": kept.reason if kept else "TODO"}
+            if kept and kept.evidence:
+                entry["evidence"] = kept.evidence
+            if kept and kept.ticket:
+                entry["ticket"] = kept.ticket
+            body = ", ".join(f"{k} = {json.dumps(v)}" for k, v in entry.items())
+            lines.append(f"{cell['property']} = {{ {body} }}")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/chaos/matrix.json")
+    existing = Path(__file__).resolve().parents[2] / "tests" / "matrix" / "expected_verdicts.toml"
+    current = ExpectedVerdicts.load(existing) if existing.exists() else None
+    print(draft(json.loads(path.read_text()), current), end="")

@@ -29,7 +29,8 @@ h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 32px; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: top; }
 th { background: #f2f2f2; position: sticky; top: 0; }
-th.prop { text-align: left; font-weight: normal; }
+th.prop { text-align: left; font-weight: normal; min-width: 280px; }
+td.v small { display: block; font-weight: normal; color: #444; }
 td.v { text-align: center; min-width: 70px; }
 .pass { background: #d9f2d9; } .fail { background: #f8c9c4; font-weight: bold; }
 .na { background: #eee; color: #666; } .not_run { background: #fafafa; color: #999; }
@@ -39,6 +40,18 @@ pre { background: #f7f7f7; padding: 6px; font-size: 12px; white-space: pre-wrap;
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 6px; }
 .group { background: #fff; font-weight: bold; text-align: left; }
 """
+
+
+def measured(cell: Mapping[str, Any]) -> str:
+    """The fault rows' number under the verdict: errors and ms, a hang, sessions."""
+    m = cell.get("metrics") or {}
+    if "first_success_ms" in m:
+        return f"{m.get('caller_errors', 0)} err, {m['first_success_ms']} ms"
+    if "ended_ms" in m:
+        return "hang" if m["ended_ms"] is None else f"{m['ended_ms']} ms"
+    if "sessions" in m:
+        return f"{m['sessions']} of {m.get('bound', '?')} sessions"
+    return ""
 
 
 def _cell_html(cell: Mapping[str, Any] | None) -> str:
@@ -54,8 +67,10 @@ def _cell_html(cell: Mapping[str, Any] | None) -> str:
         body.append(f"<pre>{escape(cell['program'])}</pre>")
     if cell.get("replay"):
         body.append(f"<p>replay:</p><pre>{escape(cell['replay'])}</pre>")
+    number = measured(cell)
+    small = f"<small>{escape(number)}</small>" if number else ""
     return (
-        f'<td class="v {verdict}" title="{tip}"><details><summary>{label}</summary>'
+        f'<td class="v {verdict}" title="{tip}"><details><summary>{label}{small}</summary>'
         f"{''.join(body)}</details></td>"
     )
 

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from chaos.faults.base import Fault
+from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.faults.network import Down, HalfOpen
 from chaos.faults.outcomes import Outcome as Told
 from chaos.faults.server import Crash, RestartFast
@@ -85,9 +86,22 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def is_pool_timeout(exc: BaseException) -> bool:
+    """psycopg_pool's PoolTimeout, SQLAlchemy's QueuePool TimeoutError, ... (by root cause)."""
+    from chaos.faults import outcomes
+
+    shared = getattr(outcomes, "is_pool_timeout", None)
+    if shared is not None:
+        return bool(shared(exc))
+    return type(root_cause(exc)).__name__ == "PoolTimeout"
+
+
 def label(exc: BaseException) -> str:
-    """``PoolTimeout`` / ``OperationalError`` / ``TooManyConnections (53300)``."""
+    """``PoolTimeout`` / ``OperationalError`` / ``TooManyConnections (53300)``; a pool's
+    own timeout is labelled ``pool timeout (<its class>)``."""
     root = root_cause(exc)
+    if is_pool_timeout(exc):
+        return f"pool timeout ({type(root).__name__})"
     sqlstate = getattr(root, "sqlstate", None)
     return f"{type(root).__name__} ({sqlstate})" if sqlstate else type(root).__name__
 
@@ -194,6 +208,7 @@ def blocked_checkout(ctx: ProbeContext, fault: Fault) -> Outcome:
     how = "?"
     try:
         requests = _warm(ctx, target, 1)
+        pooled = target.current_pool_id() is not None
         ctx.nemesis.apply(fault)
         caller = target.open_request(10)
         requests.append(caller)
@@ -217,11 +232,17 @@ def blocked_checkout(ctx: ProbeContext, fault: Fault) -> Outcome:
         with contextlib.suppress(Exception):
             target.close()
     metrics: dict[str, Any] = {"ended_ms": None if ended is None else _ms(ended)}
-    bound = timeout + TIMEOUT_SLACK_S
+    # A system with no pool connects per request: its caller's bound is connect_timeout.
+    own = (
+        f"pool timeout {timeout} s"
+        if pooled
+        else f"no pool: connect_timeout {CHAOS_TIMEOUTS.connect_timeout} s"
+    )
+    bound = (timeout if pooled else CHAOS_TIMEOUTS.connect_timeout) + TIMEOUT_SLACK_S
     if ended is None:
-        detail = f"the caller hung: {how} (pool timeout {timeout} s); the heal released it"
+        detail = f"the caller hung: {how} ({own}); the heal released it"
         return Outcome("fail", detail, program=ctx.program(), metrics=metrics)
-    detail = f"ended in {_ms(ended)} ms: {how} (pool timeout {timeout} s, bound {bound} s)"
+    detail = f"ended in {_ms(ended)} ms: {how} ({own}, bound {bound} s)"
     if ended <= bound:
         return Outcome("pass", detail, metrics=metrics)
     return Outcome("fail", detail, program=ctx.program(), metrics=metrics)
@@ -258,6 +279,7 @@ def too_many_connections(ctx: ProbeContext) -> Outcome:
                 request.checkout(STEP_S)
             except Exception as exc:
                 errors.append(label(exc))
+        pooled = target.current_pool_id() is not None
         ctx.step(
             f"{len(requests)} requests each check out and hold (max_size {max_size}): "
             f"errors {errors or 0}"
@@ -270,12 +292,13 @@ def too_many_connections(ctx: ProbeContext) -> Outcome:
         with contextlib.suppress(Exception):
             target.close()
     metrics = {"sessions": sessions, "bound": max_size, "errors": errors}
-    detail = (
+    detail = "no pool: a session per request thread; " if not pooled else ""
+    detail += (
         f"{sessions} server session(s) for {len(requests)} holding requests (bound {max_size}); "
         f"extra callers got: {', '.join(errors) or 'no error'}"
     )
     refused = [e for e in errors if "53300" in e]
-    others = [e for e in errors if not e.startswith("PoolTimeout")]
+    others = [e for e in errors if not e.startswith("pool timeout")]
     if sessions <= max_size and not refused and not others and len(errors) == EXTRA_REQUESTS:
         return Outcome("pass", detail, metrics=metrics)
     return Outcome("fail", detail, program=ctx.program(), metrics=metrics)

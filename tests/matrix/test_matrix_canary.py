@@ -21,18 +21,22 @@ from chaos.matrix.columns import Address, machine_env
 from chaos.matrix.expected import ExpectedVerdicts
 from chaos.matrix.html import render_index
 from chaos.matrix.machine_cell import run_machine_cell
-from chaos.matrix.properties import PROPERTIES
+from chaos.matrix.properties import PROPERTIES, ROW_CANARIES
 from chaos.matrix.readme import markdown
 from chaos.matrix.render import render_matrix
 
 EXPECTED_FILE = Path(__file__).with_name("expected_verdicts.toml")
 
 
-def _guc_cell(postgres, variant: str | None):
-    check = PROPERTIES["guc"].check
+def _cell(postgres, prop: str, variant: str | None):
+    check = PROPERTIES[prop].check
     check = replace(check, options=replace(check.options, variant=variant))
     env = machine_env("plain_pool", Address(postgres))
-    return run_machine_cell(env, check, f"MatrixCanary_{variant}")
+    return run_machine_cell(env, check, f"MatrixCanary_{prop}_{variant}")
+
+
+def _guc_cell(postgres, variant: str | None):
+    return _cell(postgres, "guc", variant)
 
 
 @pytest.mark.parametrize("attempt", [1, 2])
@@ -44,6 +48,18 @@ def test_guc_cell_fails_on_a_pool_without_reset(postgres, attempt):
     assert outcome.program is not None
     assert "dirty_session(dirt=SetGuc(name='work_mem', value='8MB')" in outcome.program
     assert "then_give_back=True" in outcome.program
+
+
+@pytest.mark.parametrize("prop", [p for p in ROW_CANARIES if p != "guc"])
+def test_every_machine_row_catches_its_variant(postgres, prop):
+    """Each machine row fails on its broken variant, with its own invariant, found within
+    half its budget (the 2x margin the budgets promise)."""
+    check = PROPERTIES[prop].check
+    outcome = _cell(postgres, prop, ROW_CANARIES[prop])
+    assert outcome.verdict == "fail", outcome.detail
+    assert "not this row's invariant" not in outcome.detail, outcome.detail
+    assert outcome.program, outcome.detail
+    assert outcome.metrics["found_in_example"] * 2 <= check.max_examples, outcome.detail
 
 
 def test_guc_cell_passes_on_the_reference(postgres):
