@@ -97,6 +97,7 @@ from chaos.targets.base import (
     Target,
     TargetOptions,
     TargetRequest,
+    ThreadClients,
 )
 from chaos.targets.registry import TargetUnavailable, UnsupportedOption
 
@@ -338,6 +339,70 @@ class DjangoSession(Session):
         return self.db.connection is not None
 
 
+class DjangoClient:
+    """A fault scenario's client in one thread (:class:`chaos.targets.base.Client`):
+    ``connections[alias]`` of that thread, used as a request uses it. The first call after
+    :meth:`close` starts a request (``request_started``); ``ensure_connection()`` is the
+    request's first ``cursor()`` (the health check, then connect / ``getconn``);
+    ``atomic()`` is ``transaction.atomic(using=alias)``; :meth:`close` ends the request
+    (``request_finished``: pooled, the connection goes back; persistent, it stays unless
+    obsolete, unusable or with autocommit changed). Called from another thread (the
+    scenario is over), :meth:`close` closes the wrapper with Django's thread sharing on."""
+
+    def __init__(self, alias: str) -> None:
+        from django.db import connections
+
+        self.alias = alias
+        self.db = connections[alias]
+        self.owner = threading.get_ident()
+        self.in_request = False
+
+    @property
+    def connection(self) -> Any:
+        return self.db.connection
+
+    def _request(self) -> None:
+        if not self.in_request:
+            from django.core.signals import request_started
+
+            request_started.send(sender=DjangoClient, environ={})
+            self.in_request = True
+
+    def ensure_connection(self) -> Any:
+        self._request()
+        with self.db.cursor():
+            pass
+        return self.db.connection
+
+    def cursor(self) -> Any:
+        self._request()
+        return self.db.cursor()
+
+    def atomic(self) -> contextlib.AbstractContextManager[Any]:
+        from django.db import transaction
+
+        self._request()
+        return transaction.atomic(using=self.alias)
+
+    def set_autocommit(self, autocommit: bool) -> None:
+        self._request()
+        self.db.set_autocommit(autocommit)
+
+    def close(self) -> None:
+        if threading.get_ident() != self.owner:
+            self.db.inc_thread_sharing()
+            try:
+                self.db.close()
+            finally:
+                self.db.dec_thread_sharing()
+            return
+        if self.in_request:
+            from django.core.signals import request_finished
+
+            self.in_request = False
+            request_finished.send(sender=DjangoClient)
+
+
 class DjangoTarget(Target):
     """Django's postgresql backend for one alias; see the module docstring."""
 
@@ -386,12 +451,16 @@ class DjangoTarget(Target):
         self.database = add_alias(self.alias, self._database(self.settings))
         self.control = ControlThreads(f"{self.alias}-control")
         self.requests: list[TargetRequest] = []
+        #: The scenarios' per-thread clients: that thread's wrapper, used as a request does.
+        self.clients = ThreadClients(self._make_client)
+        self._clients: list[DjangoClient] = []
         self.cache_key = (
             getattr(server, "host", None),
             getattr(server, "port", None),
             self.pooled,
             options.prepare_threshold,
             options.server_side_binding,
+            tuple(sorted((options.connect_options or {}).items())),
         )
         kind = (
             f"pool {options.min_size}..{options.max_size}, max_lifetime {options.max_lifetime}s"
@@ -420,6 +489,11 @@ class DjangoTarget(Target):
         """DATABASES[alias] for these settings (chaos-safe libpq timeouts in OPTIONS)."""
         pooled = self.pooled if pooled is None else pooled
         opts: dict[str, Any] = dict(CHAOS_TIMEOUTS.connect_kwargs())
+        for key, value in (self.options.connect_options or {}).items():
+            if value is None:
+                opts.pop(key, None)  # the scenario removes a harness default
+            else:
+                opts[key] = value
         opts["application_name"] = application_name or self.application_name
         if settings.role:
             opts["assume_role"] = settings.role
@@ -436,6 +510,8 @@ class DjangoTarget(Target):
                 "max_idle": self.options.max_idle,
                 "reconnect_timeout": self.options.reconnect_timeout,
             }
+            if self.options.reconnect_failed is not None:
+                opts["pool"]["reconnect_failed"] = self.options.reconnect_failed
         return {
             "ENGINE": ENGINE,
             "NAME": getattr(self.server, "dbname", "postgres"),
@@ -517,11 +593,12 @@ class DjangoTarget(Target):
         return dict(pool.get_stats())
 
     def _held(self) -> list[psycopg.Connection]:
-        """Open psycopg connections the requests' wrappers hold (machine thread, between
-        steps)."""
+        """Open psycopg connections the requests' and the scenario clients' wrappers hold
+        (read between steps, or after a scenario's workload)."""
         held = []
-        for request in self.requests:
-            wrapper = getattr(request.session, "wrapper", None)
+        wrappers = [getattr(request.session, "wrapper", None) for request in self.requests]
+        wrappers += [client.db for client in list(self._clients)]
+        for wrapper in wrappers:
             conn = getattr(wrapper, "connection", None)
             if conn is not None and not conn.closed:
                 held.append(conn)
@@ -529,7 +606,8 @@ class DjangoTarget(Target):
 
     def session_capacity(self) -> SessionCapacity:
         """Pooled: the registered open pool's size plus connections requests hold from
-        another pool. Persistent: one connection per request thread holding one."""
+        another pool. Persistent: one connection per thread's wrapper holding one (a
+        persistent connection stays with its thread between requests, by design)."""
         pool = self._pool()
         live = pool if pool is not None and not pool.closed else None
         size = int(live.get_stats().get("pool_size", 0)) if live is not None else 0
@@ -574,8 +652,19 @@ class DjangoTarget(Target):
 
         return _in_fresh_thread(fresh)
 
+    # -- scenarios -------------------------------------------------------------
+    def _make_client(self) -> DjangoClient:
+        client = DjangoClient(self.alias)
+        self._clients.append(client)  # list.append is atomic: clients are made in many threads
+        return client
+
+    def thread_client(self) -> DjangoClient:
+        """This thread's client for the fault scenarios (chaos.targets.base.Client)."""
+        return self.clients.get()  # type: ignore[return-value]
+
     # -- cleanup ---------------------------------------------------------------
     def close(self) -> None:
+        self.clients.close_all()
         for request in self.requests:
             with contextlib.suppress(Exception):
                 request.thread.stop(0.0)
@@ -611,6 +700,7 @@ class DjangoPersistentTarget(DjangoTarget):
 
 
 __all__ = [
+    "DjangoClient",
     "DjangoPersistentTarget",
     "DjangoPoolTarget",
     "DjangoSession",

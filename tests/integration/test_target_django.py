@@ -11,6 +11,7 @@ MachineEnv is built here (no ``--target`` option yet).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -305,4 +306,36 @@ def test_recovery_after_fast_restart(private_postgres, name, health_checks):
     finally:
         for request in requests:
             request.finish(5.0)
+        target.close()
+
+
+@pytest.mark.parametrize("name", ["django", "django-persistent"])
+def test_scenario_client_is_a_request(postgres, name):
+    """thread_client(): the first call starts a request, close() ends it (pooled: the
+    connection goes back; persistent: it stays with the thread and is counted in the
+    session capacity); close() from another thread closes it with thread sharing on."""
+    options = TargetOptions(min_size=1, max_size=1, timeout=2.0)
+    make = factory(resolve(name))
+    target = make(server=postgres, host=postgres.host, port=postgres.port, options=options)
+    seen: dict[str, Any] = {}
+
+    def work() -> None:
+        db = target.thread_client()
+        pid = db.ensure_connection().info.backend_pid
+        with db.atomic(), db.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            seen["pid"] = cur.fetchone()[0] == pid
+        db.close()
+        seen["kept"] = db.connection is not None
+
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join(30)
+        assert seen == {"pid": True, "kept": name == "django-persistent"}
+        capacity = target.session_capacity()
+        assert capacity.sessions == 1, capacity.detail
+        target.clients.close_all()  # from this thread: the worker's wrapper
+        assert all(client.db.connection is None for client in target._clients)
+    finally:
         target.close()
