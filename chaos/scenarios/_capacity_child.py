@@ -3,6 +3,9 @@
 ``python -m chaos.scenarios._capacity_child '<json>'`` with ``settings``,
 ``hold_s`` and ``alias``; prints one JSON line: every checkout's outcome.
 A crash (non-zero exit, no JSON) is what the scenario must never see.
+plain_pool only: ``settings`` are the plain_pool settings the parent's target
+was made with (``chaos.targets.plain_pool.settings_dict``), so the scenario is
+``reference_only``.
 """
 
 from __future__ import annotations
