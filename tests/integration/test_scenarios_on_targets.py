@@ -9,20 +9,25 @@ only after its reconnect backoff (seconds: the issue's trial adapter measured
 violation; without a check each pooled connection may fail once, which the
 ``nocheck`` contract allows. Scenarios a target cannot run are skipped with the
 reason (a plain_pool variant, a plain_pool-only scenario, a target without a
-``thread_client()``), and ``@pytest.mark.scenarios`` runs one scenario by name.
+``thread_client()``), ``@pytest.mark.scenarios`` runs one scenario by name, and
+a user's own target of a few lines, selected by dotted path, runs one too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from chaos.faults import CHAOS_TIMEOUTS
 from chaos.machines import PoolMachine  # noqa: F401 - chaos.targets needs chaos.machines first
 from chaos.scenarios import REGISTRY, discover
 from chaos.scenarios._runner import ScenarioRunner, ScenarioSkipped
 from chaos.scenarios.restart import RECOVERY_S
-from chaos.targets.base import Target
+from chaos.targets._common import unique_application_name
+from chaos.targets.base import Client, ConnectionClient, Target, ThreadClients
 from chaos.targets.registry import factory, resolve
 
 #: The explicit target below is the point of these tests: no --target parametrization.
@@ -93,6 +98,45 @@ class NoClientTarget(Target):
 
     def close(self) -> None:
         self.closed = True
+
+
+class ConnectPerRequestTarget(NoClientTarget):
+    """A scenario-only target of a user's own, selected by dotted path: no pool, one new
+    connection per request, closed to give it back (Django's ``CONN_MAX_AGE=0``).
+    The machines' methods stay unimplemented: only ``thread_client()`` is needed."""
+
+    def __init__(self, *, server: Any, host: str, port: int, options: Any) -> None:
+        super().__init__()
+        self.application_name = unique_application_name("per-request")
+        self.description = "a new connection per request (no pool)"
+        self.conninfo = make_conninfo(
+            host=host,
+            port=port,
+            user=server.superuser,
+            dbname=server.dbname,
+            application_name=self.application_name,
+            **CHAOS_TIMEOUTS.connect_kwargs(),
+        )
+        self.clients = ThreadClients(lambda: ConnectionClient(self._connect))
+
+    def _connect(self) -> tuple[psycopg.Connection, Any]:
+        return psycopg.connect(self.conninfo, autocommit=True), psycopg.Connection.close
+
+    def thread_client(self) -> Client:
+        return self.clients.get()
+
+    def close(self) -> None:
+        self.clients.close_all()
+        super().close()
+
+
+@pytest.mark.restarts_server
+def test_a_users_own_target_by_dotted_path(run_scenario):
+    path = f"{__name__}:ConnectPerRequestTarget"
+    result = run_scenario("restart-fast-idle", target=path)
+    assert result.verdict == "pass", result.explain()
+    assert result.target == path and result.target_description.startswith("a new connection")
+    assert result.sessions is not None and "0 in pg_stat_activity" in result.sessions
 
 
 class _Server:
