@@ -38,7 +38,13 @@ request in a thread of its own (Django's connections are thread-local):
 
 Client attributes (``Session.set_client_attr``) are set on the psycopg connection,
 except ``autocommit``, which goes through Django's ``set_autocommit()`` (what the
-wrapper believes, as plain_pool's session does).
+wrapper believes, as plain_pool's session does). The fault scenarios get the same
+request cycle through :class:`DjangoClient` (``thread_client()``).
+
+Known blind spot: the fingerprint's ``adapters`` field names the adapter maps a
+connection copied from psycopg's global ones; Django gives every connection its own
+copy at connect (its adapters context), so a loader a request registers later does not
+show (evidence/django/session_state_leaks.py shows that it leaks, by a query).
 
 Settings (``SettingsValue``):
 
@@ -65,7 +71,9 @@ connection of that thread is touched by the receiver).
 ``age`` is measured on the client's monotonic clock from the first time this
 module saw the psycopg connection (Django stamps none); ``pool_id`` is the id of
 the pool that lent it (``conn._pool``, which Django's own ``_close`` reads), None
-without a pool. Options that cannot be honoured raise
+without a pool. ``connect_options`` go into ``OPTIONS`` over the harness's chaos-safe
+libpq timeouts, ``reconnect_failed`` into the pool options. Options that cannot be
+honoured raise
 :class:`~chaos.targets.registry.UnsupportedOption`: ``variant`` and
 ``configure_override`` (plain_pool's), and ``user_check`` (Django ticket #37075: a
 ``check`` in the pool options raises ``TypeError``; without a pool there is no check).

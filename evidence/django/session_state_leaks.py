@@ -13,15 +13,17 @@ Django's own ``set_autocommit(False)``), on a fresh server session each time:
 
 Request 2's session is fingerprinted (``chaos.fingerprint``: one read-only query and
 the psycopg connection's client-side attributes) and compared with a session Django
-opens fresh. The server runs with ``log_statement = all``: for each kind the program
-prints what Django sent on that session between request 1's dirt and request 2's first
-query (nothing: no reset is ever sent), and the first lines of the server log for the
-``work_mem`` case.
+opens fresh ("same session": request 2 got request 1's backend). The server runs with
+``log_statement = all``; for the ``work_mem`` case the program prints every statement
+the server logged on that session from request 1's ``SET`` to request 2's queries (the
+fingerprint's ``SELECT``, then ``SELECT 1``): no reset in between. The ``loader`` kind
+(an int4 loader registered on the psycopg connection) is invisible to the fingerprint
+for Django's connections (see ``next_request``), so request 2's ``SELECT 1`` shows it.
 
 Run: ``PYTHONPATH=src:. .tox/matrix/bin/python evidence/django/session_state_leaks.py``
 
 Recorded output (Django 5.2.19, psycopg 3.3.9, psycopg_pool 3.3.3, Postgres 15;
-2026-12-06), abridged to the verdict lines and the log excerpt:
+2026-12-06; psycopg_pool's "rolling back returned connection" warning left out):
 
     Django 5.2.19, psycopg 3.3.9, 15.18
     pool SetGuc(name='work_mem', value='8MB'): same session True
