@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.matrix.cell import LABELS
-from chaos.matrix.render import grid
+from chaos.matrix.render import grid, split_columns
 from chaos.report.table import COLUMNS, row_cells
 
 STYLE = """
@@ -34,6 +34,7 @@ td.v small { display: block; font-weight: normal; color: #444; }
 td.v { text-align: center; min-width: 70px; }
 .pass { background: #d9f2d9; } .fail { background: #f8c9c4; font-weight: bold; }
 .na { background: #eee; color: #666; } .not_run { background: #fafafa; color: #999; }
+th.not_run { min-width: 160px; font-weight: normal; }
 td.v details summary { cursor: pointer; list-style: none; }
 td.v details[open] { text-align: left; font-weight: normal; min-width: 420px; }
 pre { background: #f7f7f7; padding: 6px; font-size: 12px; white-space: pre-wrap; }
@@ -76,19 +77,31 @@ def _cell_html(cell: Mapping[str, Any] | None) -> str:
 
 
 def matrix_html(matrix: Mapping[str, Any]) -> str:
+    """Columns that never ran (every cell ``not_run``) share one column, with their reason."""
     cells = grid(matrix)
-    targets = matrix.get("targets", [])
+    targets, folded = split_columns(matrix)
     head = "".join(f"<th>{escape(t)}</th>" for t in targets)
+    reasons = sorted({r.split(": ", 1)[-1] for r in folded.values()})
+    not_run = ""
+    if folded:
+        names = "<br>".join(escape(t) for t in folded)
+        why = escape("; ".join(reasons), quote=True)
+        head += (
+            f'<th class="not_run" title="{why}">not run: {escape("; ".join(reasons))}'
+            f"<br><small>{names}</small></th>"
+        )
+        not_run = f'<td class="v not_run" title="{why}">not run</td>'
     rows = []
     group = None
     for prop in matrix.get("properties", []):
         if prop.get("group") != group:
             group = prop.get("group")
-            span = len(targets) + 1
+            span = len(targets) + 1 + bool(folded)
             rows.append(f'<tr><td class="group" colspan="{span}">{escape(group or "")}</td></tr>')
         title = escape(prop.get("contract", ""), quote=True)
         line = [f'<th class="prop" title="{title}">{escape(prop.get("title", prop["name"]))}</th>']
         line += [_cell_html(cells.get((t, prop["name"]))) for t in targets]
+        line.append(not_run)
         rows.append("<tr>" + "".join(line) + "</tr>")
     versions = ", ".join(f"{k} {v}" for k, v in sorted(matrix.get("versions", {}).items()))
     return (

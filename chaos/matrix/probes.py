@@ -146,7 +146,8 @@ def recovery(ctx: ProbeContext, fault: Fault) -> Outcome:
         requests = _warm(ctx, target, 2)
         handle = ctx.nemesis.apply(fault)
         up = float(handle.detail.get("accepting_again_at") or time.monotonic())
-        ctx.step(f"{fault!r}: the server accepts again after {handle.detail.get('downtime_s')} s")
+        downtime = handle.detail.get("downtime_s")
+        ctx.step(f"{fault!r}, returning once the server accepts connections again")
         caller = target.open_request(10)
         requests.append(caller)
         errors: list[str] = []
@@ -172,7 +173,11 @@ def recovery(ctx: ProbeContext, fault: Fault) -> Outcome:
         _release(requests)
         with contextlib.suppress(Exception):
             target.close()
-    metrics: dict[str, Any] = {"caller_errors": len(errors), "error_kinds": errors[:6]}
+    metrics: dict[str, Any] = {
+        "caller_errors": len(errors),
+        "error_kinds": errors[:6],
+        "downtime_s": downtime,
+    }
     if first is None:
         return Outcome(
             "fail",
@@ -286,7 +291,7 @@ def too_many_connections(ctx: ProbeContext) -> Outcome:
         )
         with ctx.admin() as conn:
             sessions = int(conn.execute(_SESSIONS, [name]).fetchone()[0])
-        ctx.step(f"pg_stat_activity: {sessions} session(s) named {name!r}")
+        ctx.step(f"pg_stat_activity: {sessions} session(s) with the target's application_name")
     finally:
         _release(requests)
         with contextlib.suppress(Exception):
