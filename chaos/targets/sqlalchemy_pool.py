@@ -46,6 +46,9 @@ Contract with the machines (see :mod:`chaos.targets.base`):
   is the check): a no-op. ``min_size``, ``max_idle`` and ``reconnect_timeout``
   have no QueuePool counterpart and are ignored (connections open on demand,
   never close for idleness, and every checkout connects again at once).
+  ``prepare_threshold`` goes to ``connect_args`` (None keeps psycopg's 5);
+  ``server_side_binding`` changes nothing (the dialect's default cursor,
+  ``psycopg.Cursor``, binds server-side already).
 - Unsupported (``UnsupportedOption``): ``variant``, ``configure_override``,
   ``user_check``; forks are not implemented (the fork rules skip).
 
@@ -58,7 +61,8 @@ that checkout (isolation level back to the default read at first connect,
 ``read_only`` / ``deferrable`` back to ``False``). Nothing else: committed
 ``SET``s, ``SET ROLE``, temp tables, advisory locks, ``LISTEN``, ``PREPARE``,
 ``WITH HOLD`` cursors and the driver connection's attributes stay for the next
-checkout. See evidence/sqlalchemy/.
+checkout. The ROLLBACK has no deadline: over a half-open link ``conn.close()``
+blocks until the link heals. See evidence/sqlalchemy/.
 """
 
 from __future__ import annotations
