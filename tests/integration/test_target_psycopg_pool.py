@@ -175,6 +175,30 @@ def test_clean_program_passes(env):
         state.teardown()
 
 
+def test_putconn_rolls_back_with_no_deadline_over_a_half_open_link(checked_env):
+    """psycopg_pool's ``putconn`` rolls an open transaction back in the caller's thread,
+    with no deadline of its own: over a half-open link (the proxy acknowledges every
+    byte, so keepalives see nothing) the request's return blocks until the link heals.
+    The server meanwhile holds the session idle in transaction: the ROLLBACK never came."""
+    from chaos.faults.network import HalfOpen
+    from chaos.machines.errors import SlowReturn
+    from chaos.machines.pool_machine import NetworkFaults
+
+    Machine = machine_for(checked_env, NetworkFaults, options=TargetOptions(min_size=1, max_size=1))
+    state = Machine()
+    try:
+        requests_0 = state.start(settings=UTC)
+        state.leave_transaction_open(request=requests_0, how="begin", then_give_back=False)
+        state.inject_network_fault(fault=HalfOpen(), blip=False)
+        with pytest.raises(SlowReturn, match="did not return within"):
+            state.give_back(request=requests_0)
+        pid = state.model.requests[requests_0.number].holding.backend.pid
+        seen = state.admin_query("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid])
+        assert seen == [("idle in transaction",)]
+    finally:
+        state.teardown()
+
+
 class BeginOnly:
     """``leave_transaction_open`` with a raw BEGIN only: its ``autocommit_off`` form leaves
     autocommit off on bare psycopg_pool (a leak, shown above), so it is dirt here."""
