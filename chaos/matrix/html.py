@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.matrix.cell import LABELS
-from chaos.matrix.render import grid, split_columns
+from chaos.matrix.render import grid, measured, split_columns
 from chaos.report.table import COLUMNS, row_cells
 
 STYLE = """
@@ -41,18 +41,6 @@ pre { background: #f7f7f7; padding: 6px; font-size: 12px; white-space: pre-wrap;
 .legend span { display: inline-block; padding: 2px 8px; margin-right: 6px; }
 .group { background: #fff; font-weight: bold; text-align: left; }
 """
-
-
-def measured(cell: Mapping[str, Any]) -> str:
-    """The fault rows' number under the verdict: errors and ms, a hang, sessions."""
-    m = cell.get("metrics") or {}
-    if "first_success_ms" in m:
-        return f"{m.get('caller_errors', 0)} err, {m['first_success_ms']} ms"
-    if "ended_ms" in m:
-        return "hang" if m["ended_ms"] is None else f"{m['ended_ms']} ms"
-    if "sessions" in m:
-        return f"{m['sessions']} of {m.get('bound', '?')} sessions"
-    return ""
 
 
 def _cell_html(cell: Mapping[str, Any] | None) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from chaos.matrix.render import grid, split_columns
+from chaos.matrix.render import grid, measured, split_columns
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "na": "n/a", "not_run": "not run"}
 VERSION_ORDER = ("postgres", "psycopg", "psycopg_pool", "django", "sqlalchemy", "hypothesis")
@@ -41,7 +41,9 @@ def markdown(matrix: Mapping[str, Any]) -> str:
         row = [_escape(prop.get("title", prop["name"]))]
         for target in shown:
             cell = cells.get((target, prop["name"]))
-            row.append(MARK.get(cell["verdict"], "?") if cell else "-")
+            mark = MARK.get(cell["verdict"], "?") if cell else "-"
+            number = measured(cell) if cell else ""
+            row.append(f"{mark} ({number})" if number else mark)
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     reasons: dict[str, list[str]] = {}
@@ -49,13 +51,28 @@ def markdown(matrix: Mapping[str, Any]) -> str:
         reasons.setdefault(reason.split(": ", 1)[-1], []).append(f"`{target}`")
     for reason, targets in reasons.items():
         lines.append(f"Not run: {', '.join(targets)} ({_escape(reason)}).")
-    fails = [c for c in matrix.get("cells", []) if c["verdict"] in ("fail", "na")]
-    if fails:
-        lines += ["", "Why each FAIL and n/a:", ""]
-        for cell in fails:
-            why = cell.get("reason") or cell["detail"]
-            lines.append(f"- `{cell['target']}` {cell['property']}: {_escape(why)[:300]}")
+    lines += _why(matrix, shown)
     return "\n".join(lines) + "\n"
+
+
+def _why(matrix: Mapping[str, Any], shown: list[str]) -> list[str]:
+    """Per target, its FAIL and n/a rows grouped by their reason (the expected file's)."""
+    titles = {p["name"]: p.get("title", p["name"]) for p in matrix.get("properties", [])}
+    out: list[str] = []
+    for target in shown:
+        groups: dict[str, list[str]] = {}
+        for cell in matrix.get("cells", []):
+            if cell["target"] == target and cell["verdict"] in ("fail", "na"):
+                why = cell.get("reason") or cell["detail"]
+                groups.setdefault(why, []).append(titles.get(cell["property"], cell["property"]))
+        if not groups:
+            continue
+        if not out:
+            out += ["", "Why each FAIL (the reviewed reason and evidence):", ""]
+        out.append(f"- `{target}`:")
+        for why, props in groups.items():
+            out.append(f"  - {_escape(', '.join(props))}: {_escape(why)}")
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -12,6 +12,18 @@ from typing import Any
 from chaos.matrix.cell import LABELS
 
 
+def measured(cell: Mapping[str, Any]) -> str:
+    """The fault rows' number beside the verdict: errors and ms, a hang, sessions."""
+    m = cell.get("metrics") or {}
+    if "first_success_ms" in m:
+        return f"{m.get('caller_errors', 0)} err, {m['first_success_ms']} ms"
+    if "ended_ms" in m:
+        return "hang" if m["ended_ms"] is None else f"{m['ended_ms']} ms"
+    if "sessions" in m:
+        return f"{m['sessions']} of {m.get('bound', '?')} sessions"
+    return ""
+
+
 def grid(matrix: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(c["target"], c["property"]): c for c in matrix.get("cells", [])}
 
