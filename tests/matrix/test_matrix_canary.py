@@ -113,3 +113,16 @@ def test_reports_render_a_fail():
     assert "http://" not in page and "https://" not in page and "<script src" not in page
     text = markdown(json.loads(json.dumps(SAMPLE)))
     assert "| GUC <SET> | pass | **FAIL** |" in text and "2026-12-06" in text
+
+
+def test_mismatch_says_what_changed():
+    from chaos.matrix.cell import Cell
+    from chaos.matrix.expected import Expected, mismatch
+
+    cell = Cell("django", "guc", "pass", "held", replay='python -m pytest "x[django-guc]"')
+    text = mismatch(cell, Expected("fail", reason="no reset"), "GUC")
+    assert text.startswith("django no longer fails guc (GUC)")
+    assert "no reset" in text and 'python -m pytest "x[django-guc]"' in text
+    cell = Cell("plain_pool", "guc", "fail", "SessionLeak", program="state.x()", replay="r")
+    text = mismatch(cell, Expected("pass"), "GUC")
+    assert text.startswith("plain_pool now fails guc (GUC)") and "state.x()" in text
