@@ -10,25 +10,29 @@ computes each cell and asserts it against ``tests/matrix/expected_verdicts.toml`
 ``reports/chaos/matrix.json`` (written with ``--matrix-report=DIR``)::
 
     {
-      "generated": "2026-12-06T10:40:00Z",      # UTC, when the run ended
-      "versions": {"python": ..., "postgres": ..., "psycopg": ..., "psycopg_pool": ...,
-                   "django": ..., "sqlalchemy": ..., "hypothesis": ...},
-      "targets": ["plain_pool", ...],           # column order
-      "properties": [{"name": "guc", "title": "SET work_mem (a GUC)",
-                      "group": "session state"}, ...],  # row order
+      "generated": "2026-12-06T10:12:43Z",      # UTC, when the run ended
+      "duration_s": 107.2,
+      "versions": {"python": ..., "postgres": "15.18", "psycopg": "3.3.9",
+                   "psycopg_pool": "3.3.3", "django": "5.2.19", "sqlalchemy": "2.1.9",
+                   "hypothesis": ...},
+      "targets": ["plain_pool", "psycopg_pool", ...],   # column order
+      "properties": [                                    # row order
+        {"name": "guc", "title": "GUC (SET work_mem)", "group": "session state",
+         "contract": "what pass promises, one sentence"}, ...],
       "cells": [
         {
-          "target": "django",                   # a column
-          "property": "guc",                    # a row
+          "target": "psycopg_pool",             # a column
+          "property": "restart",                # a row
           "verdict": "fail",                    # pass | fail | na | not_run
-          "detail": "SessionLeak: ...",         # one line: why, or what was measured
-          "replay": "python -m pytest \"tests/matrix/test_matrix.py::test_property[django-guc]\"",
-          "program": "state = ...",             # fails only: the minimal failing program
-                                                #   Hypothesis printed (machine rows), or the
+          "detail": "0 caller error(s), first success 1084 ms after up (contract: ...)",
+          "replay": "python -m pytest \"tests/matrix/test_matrix.py::test_property[...]\"",
+          "program": "1. ...",                  # fails only: the minimal failing program
+                                                #   Hypothesis printed (machine rows) or the
                                                 #   probe's steps (fault rows)
-          "expected": "fail",                   # what tests/matrix/expected_verdicts.toml says
-          "reason": "...",                      # the expected file's reason / evidence / ticket
-          "duration_s": 3.2
+          "metrics": {"caller_errors": 0, "first_success_ms": 1084, ...},  # what was measured
+          "expected": "fail",                   # tests/matrix/expected_verdicts.toml
+          "reason": "...; evidence/...",        # its reason, evidence, ticket
+          "duration_s": 1.21
         }, ...
       ]
     }
