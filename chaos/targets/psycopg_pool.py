@@ -211,6 +211,10 @@ class PsycopgPoolTarget(Target):
         name = "psycopg_pool" if self.check_forced is None else "psycopg_pool-nocheck"
         if options.variant is not None:
             raise UnsupportedOption(name, "variant", "the broken variants are plain_pool wrappers")
+        if options.user_check is not None and self.check_forced is False:
+            raise UnsupportedOption(
+                name, "user_check", "this target runs without a check (use psycopg_pool)"
+            )
         self.server = server
         self.options = options
         self.host, self.port = host, port
@@ -249,7 +253,7 @@ class PsycopgPoolTarget(Target):
         self.description = (
             f"psycopg_pool {_version()} ConnectionPool ({check}, pool "
             f"{options.min_size}..{options.max_size}, max_lifetime {options.max_lifetime}s, "
-            f"prepare_threshold {options.prepare_threshold or 'psycopg default'})"
+            f"prepare_threshold {_threshold(options.prepare_threshold)})"
         )
 
     # -- the pool ----------------------------------------------------------------------
@@ -462,6 +466,10 @@ class PsycopgPoolNoCheckTarget(PsycopgPoolTarget):
     """
 
     check_forced = False
+
+
+def _threshold(value: int | None) -> str:
+    return "psycopg default" if value is None else str(value)
 
 
 def _version() -> str:

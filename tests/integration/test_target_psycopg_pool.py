@@ -199,6 +199,30 @@ def test_putconn_rolls_back_with_no_deadline_over_a_half_open_link(checked_env):
         state.teardown()
 
 
+def test_a_connection_that_failed_the_user_check_is_handed_out_again(checked_env):
+    """psycopg_pool's check loop returns a connection whose ``check`` raised to the pool
+    unless libpq knows it is broken (``_return_connection`` discards only a BAD one), so
+    the next attempt of the same ``getconn()`` can get it back: with a pool of one it
+    does, every time. The docs say "If the check fails, a new connection will be
+    obtained"; a check that rejects a connection for its own reasons (a ValueError, the
+    session still up) is not honoured."""
+    from chaos.machines.check_rules import ScriptedCheck, UserCheckRules
+    from chaos.machines.errors import FailedCheckHandedOut
+
+    options = TargetOptions(min_size=1, max_size=1, timeout=3.0, user_check=ScriptedCheck)
+    Machine = machine_for(checked_env, UserCheckRules, options=options)
+    state = Machine()
+    try:
+        state.start(settings=UTC)
+        with pytest.raises(FailedCheckHandedOut, match="failed the user check"):
+            state.fail_next_checks(how="value_error", times=1, skip=0)
+        calls = state.target.user_check.calls
+        assert [c.how for c in calls[-2:]] == ["value_error", None]
+        assert calls[-1].backend == calls[-2].backend
+    finally:
+        state.teardown()
+
+
 class BeginOnly:
     """``leave_transaction_open`` with a raw BEGIN only: its ``autocommit_off`` form leaves
     autocommit off on bare psycopg_pool (a leak, shown above), so it is dirt here."""
