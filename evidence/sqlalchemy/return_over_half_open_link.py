@@ -1,40 +1,55 @@
-"""Giving a connection back over a half-open link blocks for as long as the link stays so:
-SQLAlchemy's reset on return (a ROLLBACK) has no deadline.
+"""Over a half-open link, giving a connection back and checking one out (the pre-ping) block
+for as long as the link stays so: neither has a deadline in SQLAlchemy.
 
-SQLAlchemy 2.1.9, psycopg 3.3.9. A request opens a transaction (an uncommitted INSERT);
-the link to the server then goes half-open (Toxiproxy's ``timeout`` toxic with timeout 0
-on both streams: the proxy keeps both TCP connections open and drops all data, as a
-stalled proxy, load balancer or NAT does); the request ends with ``conn.close()``, which
-rolls the open transaction back (``Connection.close`` -> ``Transaction.close``; with no
-transaction open, the pool's reset on return sends the same ``ROLLBACK`` when psycopg is
-inside one) and psycopg waits for the answer, with no bound:
-``pool_timeout`` only bounds checkouts, libpq's ``tcp_user_timeout`` and keepalives never
-fire (the proxy's kernel acknowledges every byte), and ``statement_timeout`` is the
-server's, which never sees the ROLLBACK. The request thread is stuck until the link heals
-(here after 20 s); the server meanwhile keeps the session "idle in transaction" with the
-INSERT's locks.
+SQLAlchemy 2.1.9, psycopg 3.3.9. The link to the server goes half-open (Toxiproxy's
+``timeout`` toxic with timeout 0 on both streams: the proxy keeps both TCP connections
+open and drops all data, as a stalled proxy, load balancer or NAT does) for 20 s:
+
+1. A request with an open transaction (an uncommitted INSERT) ends with ``conn.close()``,
+   which rolls the transaction back (``Connection.close`` -> ``Transaction.close``; with
+   none open, the pool's reset on return sends the same ``ROLLBACK`` when psycopg is
+   inside one) and waits for the answer. The server meanwhile keeps the session "idle in
+   transaction" with the INSERT's locks.
+2. A request checks out the idle pooled connection: ``pool_pre_ping`` sends its ping
+   (``;``) and waits for the answer, past ``pool_timeout`` (which bounds only the wait for
+   a free connection).
+
+Nothing bounds either wait: libpq's ``tcp_user_timeout`` and keepalives never fire (the
+proxy's kernel acknowledges every byte), ``connect_timeout`` bounds new connections only,
+``statement_timeout`` is the server's, which never sees the statement. Both calls come back
+when the link heals: the close with the lost connection's error, the checkout with a new
+connection (the failed ping invalidates the pool and SQLAlchemy reconnects; in one run of
+five that reconnect, made the same millisecond as the heal, met the proxy still closing
+the healed links and raised OperationalError instead).
 
 Run (from the repository root)::
 
     PYTHONPATH=src:. .tox/matrix/bin/python evidence/sqlalchemy/return_over_half_open_link.py
 
-Output (2026-12-06)::
+Output (2026-12-06; long lines folded here)::
 
     sqlalchemy 2.1.9, psycopg 3.3.9, server 15.18, toxiproxy embedded
-    request holds pid 22328 with an uncommitted INSERT; the link is now half-open
-         3 s after conn.close(): still blocked; server: pid 22328 'idle in transaction'
-        10 s after conn.close(): still blocked; server: pid 22328 'idle in transaction'
-        20 s after conn.close(): still blocked; server: pid 22328 'idle in transaction'
-    link healed after 20.0 s: conn.close() raised sqlalchemy.exc.OperationalError
-      (from psycopg.OperationalError) 0.00 s later
-
-(The last line folded here.)
+    1. request holds pid 27922 with an uncommitted INSERT; the link goes half-open
+         3 s after conn.close(): still blocked; server: pid 27922 'idle in transaction'
+        10 s after conn.close(): still blocked; server: pid 27922 'idle in transaction'
+        20 s after conn.close(): still blocked; server: pid 27922 'idle in transaction'
+      link healed after 20.0 s: conn.close() raised sqlalchemy.exc.OperationalError
+        (from psycopg.OperationalError) 0.00 s later
+    2. pid 28325 idle in the pool (pool_timeout=2); the link goes half-open
+         3 s after engine.connect(): still blocked; server: pid 28325 'idle'
+        10 s after engine.connect(): still blocked; server: pid 28325 'idle'
+        20 s after engine.connect(): still blocked; server: pid 28325 'idle'
+      link healed after 20.0 s: engine.connect() returned 0.00 s later
+      a checkout 0.5 s after the heal: ok
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import sqlalchemy
@@ -48,7 +63,55 @@ from chaos.toxiproxy.harness import ToxiproxyServer
 HALF_OPEN_FOR = 20.0
 
 
+def _describe(exc: BaseException) -> str:
+    cause = type(getattr(exc, "orig", None) or exc)
+    return (
+        f"raised {type(exc).__module__}.{type(exc).__name__} "
+        f"(from {cause.__module__.split('.')[0]}.{cause.__name__})"
+    )
+
+
+def blocked_while_half_open(
+    toxiproxy: ToxiproxyServer, server: PostgresServer, call: Callable[[], Any], what: str, pid: int
+) -> None:
+    """Make the link half-open, run ``call`` in a thread, watch it for HALF_OPEN_FOR s, heal."""
+    for stream in ("upstream", "downstream"):
+        toxiproxy.add_toxic(
+            "pg", "timeout", stream=stream, name=f"half_open_{stream}", attributes={"timeout": 0}
+        )
+    outcome: list[str] = []
+    started = time.monotonic()
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append("returned")
+        except Exception as exc:
+            outcome.append(_describe(exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for waited in (3.0, 10.0, HALF_OPEN_FOR):
+        thread.join(max(0.0, started + waited - time.monotonic()))
+        with server.connect() as admin:
+            row = admin.execute(
+                "SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]
+            ).fetchone()
+        blocked = "still blocked" if thread.is_alive() else "done"
+        print(f"  {waited:4.0f} s after {what}: {blocked}; server: pid {pid} {row[0]!r}")
+    for stream in ("upstream", "downstream"):
+        toxiproxy.remove_toxic("pg", f"half_open_{stream}")
+    healed = time.monotonic()
+    thread.join(10.0)
+    print(
+        f"  link healed after {healed - started:.1f} s: {what} "
+        f"{outcome[0] if outcome else 'STILL BLOCKED'} {time.monotonic() - healed:.2f} s later"
+    )
+
+
 def main() -> None:
+    # SQLAlchemy logs the failed reset ("Exception during reset or similar") with a traceback.
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
     with PostgresServer() as server, ToxiproxyServer(prefer="embedded") as toxiproxy:
         proxy = toxiproxy.create_proxy("pg", f"{server.host}:{server.port}")
         host, _, port = proxy["listen"].rpartition(":")
@@ -84,50 +147,19 @@ def main() -> None:
         conn = engine.connect()
         pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         conn.exec_driver_sql("INSERT INTO t VALUES (1)")  # autobegin: a transaction is open
-        for stream in ("upstream", "downstream"):
-            toxiproxy.add_toxic(
-                "pg",
-                "timeout",
-                stream=stream,
-                name=f"half_open_{stream}",
-                attributes={"timeout": 0},
-            )
-        print(f"request holds pid {pid} with an uncommitted INSERT; the link is now half-open")
-        outcome: list[str] = []
-        started = time.monotonic()
+        print(f"1. request holds pid {pid} with an uncommitted INSERT; the link goes half-open")
+        blocked_while_half_open(toxiproxy, server, conn.close, "conn.close()", pid)
 
-        def give_back() -> None:
-            try:
-                conn.close()
-                outcome.append("returned")
-            except Exception as exc:
-                cause = type(getattr(exc, "orig", None) or exc)
-                outcome.append(
-                    f"raised {type(exc).__module__}.{type(exc).__name__} "
-                    f"(from {cause.__module__.split('.')[0]}.{cause.__name__})"
-                )
-
-        thread = threading.Thread(target=give_back, daemon=True)
-        thread.start()
-        for waited in (3.0, 10.0, HALF_OPEN_FOR):
-            thread.join(max(0.0, started + waited - time.monotonic()))
-            with server.connect() as admin:
-                state = admin.execute(
-                    "SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]
-                ).fetchone()
-            blocked = "still blocked" if thread.is_alive() else "done"
-            print(
-                f"  {waited:4.0f} s after conn.close(): {blocked}; server: pid {pid} {state[0]!r}"
-            )
-        for stream in ("upstream", "downstream"):
-            toxiproxy.remove_toxic("pg", f"half_open_{stream}")
-        healed = time.monotonic()
-        thread.join(10.0)
-        print(
-            f"link healed after {healed - started:.1f} s: conn.close() "
-            f"{outcome[0] if outcome else 'STILL BLOCKED'} "
-            f"{time.monotonic() - healed:.2f} s later"
+        with engine.connect() as conn:  # a new connection, idle in the pool afterwards
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        print(f"2. pid {pid} idle in the pool (pool_timeout=2); the link goes half-open")
+        blocked_while_half_open(
+            toxiproxy, server, lambda: engine.connect().close(), "engine.connect()", pid
         )
+        time.sleep(0.5)
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1").all()
+        print("  a checkout 0.5 s after the heal: ok")
         engine.dispose()
 
 
