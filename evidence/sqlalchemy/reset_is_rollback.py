@@ -9,7 +9,9 @@ What SQLAlchemy sends when the connection goes back (``_ConnectionFairy._reset``
 ``dialect.do_rollback`` -> psycopg ``rollback()``): ``ROLLBACK`` when a transaction is open,
 nothing otherwise; at the next checkout the pre-ping (``;``). No ``DISCARD``, ``RESET``,
 ``UNLISTEN`` or ``DEALLOCATE``: SQLAlchemy's PostgreSQL docs say so ("Temporary Table /
-Resource Reset for Connection Pooling") and offer a ``reset`` event recipe instead.
+Resource Reset for Connection Pooling") and offer a ``reset`` event recipe instead (which
+undoes itself with psycopg: reset_recipe_undoes_itself.py). Upstream: the maintainers'
+position that the reset is a ROLLBACK by design, sqlalchemy/sqlalchemy#8693.
 
 Run: ``PYTHONPATH=src:. .tox/matrix/bin/python evidence/sqlalchemy/reset_is_rollback.py``
 
