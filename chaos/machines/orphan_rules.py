@@ -68,6 +68,7 @@ class OrphanRules:
 
     @invariant()
     def no_orphaned_sessions(self) -> None:
+        self.env.checks += 1  # type: ignore[attr-defined]
         name = getattr(self.target, "application_name", None)
         if name is None or unsettled(self.model):
             return

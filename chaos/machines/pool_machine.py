@@ -163,6 +163,10 @@ class MachineEnv:
     last_target: str = ""
     examples: int = 0
     steps: int = 0
+    #: Faults the nemesis applied, and invariant checks run (the checkout's judgement and
+    #: every @invariant evaluation): the chaos summary prints them per machine.
+    faults_injected: int = 0
+    checks: int = 0
     #: The run's first invariant violation, the example it happened in and that example's
     #: steps: reported even when Hypothesis cannot replay it (see chaos.machines.runner).
     first_violation: InvariantViolation | None = None
@@ -459,6 +463,7 @@ class PoolMachine(RuleBasedStateMachine):
         return True
 
     def _check_checkout(self, request: Request, result: CheckoutResult, exhausted: bool) -> None:
+        self.env.checks += 1
         settings = self.model.settings
         for other in self.model.holders():
             if other.holding.backend == result.backend and not other.holding.broken:
@@ -872,6 +877,7 @@ class PoolMachine(RuleBasedStateMachine):
     # -- invariants ----------------------------------------------------------
     @invariant()
     def pool_within_bounds(self) -> None:
+        self.env.checks += 1
         stats = self.target.stats()
         if not stats:
             return
@@ -886,6 +892,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_phantom_commits(self) -> None:
+        self.env.checks += 1
         tokens = self.model.abandoned_tokens
         if not tokens:
             return
@@ -1012,6 +1019,7 @@ class FaultRules:
     def _inject(self, fault: Fault) -> None:
         self._step(f"inject {fault!r}")  # type: ignore[attr-defined]
         self.nemesis.apply(fault)  # type: ignore[attr-defined]
+        self.env.faults_injected += 1  # type: ignore[attr-defined]
         self.model.fault_applied(fault.name, fault, lasting=not fault.effects.instantaneous)
         event(f"fault: {fault.name}")
         if fault.effects.instantaneous:
