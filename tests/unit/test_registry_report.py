@@ -66,3 +66,18 @@ def test_timeline_svg_is_well_formed():
     text = "".join(root.itertext())
     assert "restart_fast" in text and "accepting" in text and "latency (ms)" in text
     assert svg.count("<circle") == 2 and svg.count("<path") == 1  # 2 ok ops, 1 error
+
+
+def test_replay_command_outside_tox_names_the_targets():
+    """A user's project has no tox env of ours: pytest itself, with the --target values
+    the parametrized node id needs (it exists only when its target is selected)."""
+    cmd = replay_command(
+        "t.py::test_sessions[django]",
+        chaos=True,
+        targets=["django", "django"],
+        under_tox=False,
+        hypothesis_seed=7,
+    )
+    assert (
+        cmd == 'python -m pytest "t.py::test_sessions[django]" --target django --hypothesis-seed=7'
+    )
