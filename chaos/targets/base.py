@@ -48,8 +48,10 @@ class StepTimeout(Exception):
 class CheckoutResult:
     """What a checkout observed: the session fingerprint and the backend identity.
 
-    ``age`` is the backend's age in seconds at checkout (server clock), used
-    by the max_lifetime invariant.
+    ``age``: seconds since the connection was opened, on the client's monotonic
+    clock (stamp it when the system's connect/configure hook runs, or at first
+    sight), compared with ``max_lifetime`` by the lifetime invariant.
+    ``pool_id``: the identity of the pool that lent the connection (None: no pool).
     """
 
     fingerprint: Any
@@ -224,7 +226,13 @@ class Session(abc.ABC):
 
     @abc.abstractmethod
     def ensure_timezone(self) -> None:
-        """Apply a settings change from this thread (the backend's hook)."""
+        """Apply a settings change from this thread (the backend's hook).
+
+        Called by the target's own ``change_settings(settings, via, bound)``
+        through ``via.run(lambda s: s.ensure_timezone(), bound)``: the machines
+        never call it directly, so a target that applies settings another way
+        may leave it empty.
+        """
 
     @abc.abstractmethod
     def give_back(self) -> None:
@@ -369,7 +377,8 @@ class Target(abc.ABC):
     #: Short description printed in failure reports (backend, variant, versions).
     description: str = "?"
 
-    #: Identifies what expected fingerprints depend on (server, options), for caching.
+    #: Everything the expected fingerprint depends on (server address, options), for the
+    #: cache the machines share; the machine adds the target's class to the key itself.
     cache_key: Any = None
 
     #: The application_name of every session the target's pools open (unique per target,
