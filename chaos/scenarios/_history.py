@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from chaos.faults.outcomes import root_cause
+
 
 @dataclass(frozen=True)
 class Op:
@@ -61,10 +63,16 @@ class OpHandle:
         return self.record is not None and self.record.ok
 
     def _end(self, exc: BaseException | None) -> Op:
+        """Freeze the record. An error is recorded by its root cause (Django and SQLAlchemy
+        wrap psycopg's errors: a pool timeout must read ``PoolTimeout`` on every target)."""
         error = None
         if exc is not None:
-            text = str(exc).strip()
+            root = root_cause(exc)
+            text = str(root).strip()
             error = text.splitlines()[0][:200] if text else ""
+            if root is not exc:
+                error = f"(raised as {type(exc).__name__}) {error}"[:200]
+            exc = root
         self.record = Op(
             worker=self.worker,
             kind=self.kind,

@@ -288,3 +288,23 @@ def test_scenario_fields_become_target_options():
     assert notes == [
         "scenario settings without a target option, not applied: ['POSTGRES_PASSWORD']"
     ]
+
+
+class _FrameworkError(Exception):
+    """A framework's wrapper (Django's django.db.utils.OperationalError keeps __cause__)."""
+
+
+def test_history_records_an_error_by_its_root_cause():
+    """Django raises a pool timeout as its own OperationalError: the record must still read
+    PoolTimeout, which the timeout contracts count, and say how it was raised."""
+    from psycopg_pool import PoolTimeout
+
+    history = History()
+    with history.op("select", 1):
+        try:
+            raise PoolTimeout("couldn't get a connection after 1.50 sec")
+        except PoolTimeout as exc:
+            raise _FrameworkError("couldn't get a connection after 1.50 sec") from exc
+    (op,) = history.view()
+    assert op.error_type == "PoolTimeout"
+    assert op.error == "(raised as _FrameworkError) couldn't get a connection after 1.50 sec"
