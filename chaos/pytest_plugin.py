@@ -15,6 +15,7 @@ import pytest
 pytest_plugins = [
     "chaos.fixtures.hypothesis",
     "chaos.fixtures.postgres",
+    "chaos.fixtures.pgbouncer",
     "chaos.fixtures.leftovers",
     "chaos.fixtures.toxiproxy",
     "chaos.fixtures.faults",
