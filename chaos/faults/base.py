@@ -131,6 +131,12 @@ class Fault:
         """The effects of this instance (parameters may change them)."""
         return self.default_effects
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Hypothesis prints a failing program's faults with this (its public hook): the
+        repr, valid Python. Its default lists a dataclass's ClassVars as arguments
+        (``Latency(name='latency', ...)``), which does not paste back."""
+        printer.text(repr(self))
+
     def apply(self, target: FaultTarget, key: str) -> dict[str, Any] | None:
         """Inject the fault. ``key`` is unique per application. Returns details to journal."""
         raise NotImplementedError

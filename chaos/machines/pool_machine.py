@@ -123,29 +123,6 @@ class Request:
         printer.text(repr(self))
 
 
-def _print_faults_by_repr() -> None:
-    """Print faults as their repr (valid Python) in Hypothesis' failing programs.
-
-    Hypothesis' pretty printer lists a dataclass's ClassVars as constructor
-    arguments (``Latency(name='latency', ...)``: not valid Python) unless the
-    class has ``_repr_pretty_``; until chaos.faults.base.Fault has one, register
-    a printer for it.
-    """
-    if hasattr(Fault, "_repr_pretty_"):
-        return
-    from hypothesis.vendor import pretty
-
-    # The printer stops at the first dataclass in the MRO: register every subclass.
-    pending = [Fault]
-    while pending:
-        cls = pending.pop()
-        pending.extend(cls.__subclasses__())
-        pretty._type_pprinters[cls] = lambda obj, printer, cycle: printer.text(repr(obj))
-
-
-_print_faults_by_repr()
-
-
 @dataclass
 class MachineEnv:
     """What a machine run is bound to: servers, proxy, target factory, and the run's record."""
