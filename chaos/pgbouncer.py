@@ -245,7 +245,8 @@ class PgBouncer:
     ``server``: the harness Postgres (its ``_admin()`` creates the login role;
     its ``dbname``). ``server_host``/``server_port``: where PgBouncer connects
     (default the server itself; a proxy's address for faults on the server hop).
-    ``settings``: extra ``[pgbouncer]`` lines over the ones this class writes.
+    ``settings``: extra ``[pgbouncer]`` lines over the ones this class writes;
+    ``aliases``: extra ``[databases]`` entries (alias -> the server's database).
     """
 
     host = LOOPBACK
@@ -261,6 +262,7 @@ class PgBouncer:
         pool_size: int = 20,
         max_client_conn: int = 100,
         settings: Mapping[str, Any] | None = None,
+        aliases: Mapping[str, str] | None = None,
         binary: PgBouncerBinary | None = None,
         start_timeout: float = 20.0,
         parent_death_signal: bool = True,
@@ -277,6 +279,8 @@ class PgBouncer:
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
         self.settings = {k: _ini_value(v) for k, v in (settings or {}).items()}
+        #: Extra [databases] entries: alias -> the server's database (a pool of its own).
+        self.aliases = {_db_ident(k): _db_ident(v) for k, v in (aliases or {}).items()}
         self.start_timeout = start_timeout
         self.parent_death_signal = parent_death_signal
         self.port = _free_port()
@@ -385,7 +389,8 @@ class PgBouncer:
         self.command("RESUME" + (f" {_db_ident(db)}" if db else ""))
 
     def kill(self, db: str | None = None) -> None:
-        """``KILL db``: drop every client and server connection of the database."""
+        """``KILL db``: drop every client and server connection of the database; new clients
+        then wait until ``RESUME db``."""
         self.command(f"KILL {_db_ident(db or self.dbname)}")
 
     def set_pool_size(self, n: int) -> None:
@@ -450,6 +455,10 @@ class PgBouncer:
             "; plain-pool harness PgBouncer",
             "[databases]",
             f"* = host={self.server_host} port={self.server_port}",
+            *(
+                f"{alias} = host={self.server_host} port={self.server_port} dbname={db}"
+                for alias, db in self.aliases.items()
+            ),
             "[pgbouncer]",
             *(f"{k} = {v}" for k, v in conf.items()),
         ]
@@ -465,7 +474,7 @@ class PgBouncer:
                 self._wait_listening()
                 return
             except PgBouncerStartError:
-                taken = "Address already in use" in self.log_tail(10)
+                taken = "already in use" in self.log_tail(10)
                 self._kill()
                 if not taken or attempt == 4:
                     raise
@@ -496,15 +505,27 @@ class PgBouncer:
                     f"pgbouncer exited ({None if self._proc is None else self._proc.returncode})"
                     + self._log_excerpt()
                 )
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.settimeout(1.0)
-                if s.connect_ex((self.host, self.port)) == 0:
-                    return
+            # Its own log line, not just an open port: another process may have taken the
+            # port between _free_port() and PgBouncer's bind (PgBouncer then exits: "nowhere
+            # to listen on"), and a connect would reach that process.
+            if self._says_listening():
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.settimeout(1.0)
+                    if s.connect_ex((self.host, self.port)) == 0:
+                        return
             if time.monotonic() > deadline:
                 raise PgBouncerStartError(
                     f"{self!r} not listening after {self.start_timeout}s" + self._log_excerpt()
                 )
             time.sleep(0.02)
+
+    def _says_listening(self) -> bool:
+        assert self._proc is not None and self.log_path is not None
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        return f"[{self._proc.pid}] LOG listening on {self.host}:{self.port}" in text
 
     def _log_excerpt(self) -> str:
         secrets_ = [self._password] if self._password else []

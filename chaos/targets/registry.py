@@ -107,6 +107,21 @@ TARGETS: dict[str, TargetSpec] = {
             "chaos.targets.sqlalchemy_pool:SQLAlchemyTarget",
             "SQLAlchemy 2 QueuePool on psycopg 3 (pool_pre_ping, reset on return)",
         ),
+        TargetSpec(
+            "pgbouncer-session",
+            "chaos.targets.pgbouncer:PgBouncerSessionTarget",
+            "PgBouncer pool_mode=session, a psycopg connection per request (no app pool)",
+        ),
+        TargetSpec(
+            "pgbouncer-transaction",
+            "chaos.targets.pgbouncer:PgBouncerTransactionTarget",
+            "PgBouncer pool_mode=transaction, a psycopg connection per request (no app pool)",
+        ),
+        TargetSpec(
+            "pgbouncer-statement",
+            "chaos.targets.pgbouncer:PgBouncerStatementTarget",
+            "PgBouncer pool_mode=statement, a psycopg connection per request (no app pool)",
+        ),
     )
 }
 

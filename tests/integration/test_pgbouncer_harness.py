@@ -92,6 +92,27 @@ def test_start_query_stop(pgbouncer) -> None:
     assert not reaper.alive(pid) and not base.exists() and pgbouncer.watchdog_pid is None
 
 
+def test_a_port_taken_before_the_bind_is_not_mistaken_for_pgbouncer(
+    postgres, pgbouncer_factory
+) -> None:
+    """Another process listening on the chosen port: PgBouncer exits ("nowhere to listen
+    on"); start() must not take that listener for PgBouncer, and moves to another port."""
+    import socket
+
+    from chaos.pgbouncer import PgBouncer
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        bouncer = PgBouncer(postgres, pool_mode="session")
+        bouncer.port = taken
+        with bouncer:
+            assert bouncer.port != taken
+            with bouncer.connect() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_auth_is_scram_not_trust(pgbouncer) -> None:
     ini = pgbouncer.ini_path.read_text()
     assert "auth_type = scram-sha-256" in ini and "trust" not in ini
