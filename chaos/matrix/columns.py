@@ -17,16 +17,14 @@ from chaos.machines.pool_machine import MachineEnv
 from chaos.targets.base import Target, TargetOptions
 from chaos.targets.registry import TARGETS, factory, resolve
 
-HYBRID_REASON = "the app pools in front of PgBouncer transaction mode are not written yet"
-#: Columns with no adapter yet, and why (the PgBouncer ones are registered targets; a
-#: machine without pgbouncer gets their not_run reason from the registry: "pgbouncer not found").
-LATER: dict[str, str] = {
-    name: HYBRID_REASON
-    for name in (
-        "hybrid-psycopg_pool",
-        "hybrid-plain_pool",
-    )
-}
+HYBRID_PLAIN_POOL_REASON = (
+    "not settled: its restart cell flips (some runs: 1 PoolTimeout and a first success ~15 s "
+    "after up, PgBouncer's server_login_retry; the failed login behind it is not pinned down); "
+    "chaos.targets.pgbouncer:HybridPlainPoolTarget runs by dotted path"
+)
+#: Columns with no registered target, and why (a PgBouncer column on a machine without
+#: pgbouncer gets its not_run reason from the registry: "pgbouncer not found").
+LATER: dict[str, str] = {"hybrid-plain_pool": HYBRID_PLAIN_POOL_REASON}
 
 
 def column_names() -> list[str]:

@@ -122,6 +122,11 @@ TARGETS: dict[str, TargetSpec] = {
             "chaos.targets.pgbouncer:PgBouncerStatementTarget",
             "PgBouncer pool_mode=statement, a psycopg connection per request (no app pool)",
         ),
+        TargetSpec(
+            "hybrid-psycopg_pool",
+            "chaos.targets.pgbouncer:HybridPsycopgPoolTarget",
+            "psycopg_pool in front of PgBouncer pool_mode=transaction (prepared statements off)",
+        ),
     )
 }
 

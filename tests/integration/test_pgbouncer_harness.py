@@ -287,3 +287,20 @@ def test_nothing_survives_the_owner(tmp_path, how, pgbouncer_factory) -> None:  
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# --- the targets without a binary -------------------------------------------------------------
+
+
+def test_targets_and_columns_say_pgbouncer_not_found(tmp_path, monkeypatch) -> None:
+    """A machine without PgBouncer: every PgBouncer column is not_run with the reason."""
+    from chaos.matrix.run import availability
+    from chaos.targets.registry import TARGETS, TargetUnavailable, resolve
+
+    monkeypatch.setenv(PGBOUNCER_ENV, str(tmp_path / "no-pgbouncer"))
+    names = [name for name in TARGETS if name.startswith(("pgbouncer-", "hybrid-"))]
+    assert len(names) >= 4
+    for name in names:
+        with pytest.raises(TargetUnavailable, match=f"{name}: {NOT_FOUND}"):
+            resolve(name).load()
+        assert availability(name) == f"{name}: {NOT_FOUND}"
