@@ -113,7 +113,7 @@ def scenarios_html(directory: Path) -> str:
     body = []
     for row in rows:
         verdict = str(row.get("verdict", "?"))
-        klass = "pass" if verdict in ("pass", "caught") else "fail"
+        klass = "pass" if verdict in ("pass", "caught", "asserted") else "fail"
         cells = row_cells(row)
         tds = "".join(
             f'<td class="{klass}">{escape(c)}</td>' if i == 2 else f"<td>{escape(c)}</td>"

@@ -51,7 +51,7 @@ def render_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-    failures = [r for r in rows if r.get("verdict") not in ("pass", "caught")]
+    failures = [r for r in rows if r.get("verdict") not in ("pass", "caught", "asserted")]
     for row in failures:
         lines.append("")
         lines.append(f"{row.get('name')}: {row.get('verdict', '?').upper()}")
