@@ -18,9 +18,10 @@ from chaos.targets.base import Target, TargetOptions
 from chaos.targets.registry import TARGETS, factory, resolve
 
 HYBRID_PLAIN_POOL_REASON = (
-    "not settled: its restart cell flips (some runs: 1 PoolTimeout and a first success ~15 s "
-    "after up, PgBouncer's server_login_retry; the failed login behind it is not pinned down); "
-    "chaos.targets.pgbouncer:HybridPlainPoolTarget runs by dotted path"
+    "not settled: its restart cell flips (3 of 6 runs): a server connection PgBouncer opened just "
+    'before the restart dies at age 0 s ("server conn crashed?"), PgBouncer counts a failed login '
+    'and answers "server login has been failing, try again later (server_login_retry)" for 15 s: '
+    "1 PoolTimeout, first success ~14.9 s after up"
 )
 #: Columns with no registered target, and why (a PgBouncer column on a machine without
 #: pgbouncer gets its not_run reason from the registry: "pgbouncer not found").
