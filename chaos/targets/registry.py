@@ -23,6 +23,16 @@ from chaos.targets.base import Target, TargetOptions
 #: The reference target every run uses unless told otherwise.
 DEFAULT_TARGET = "plain_pool"
 
+#: Measured in a scratch venv (Django 5.2.19, psycopg 3.3.9, gevent 26.9.0, MAX_CONNS=1):
+#: without gevent the backend does not import; with gevent but no monkeypatching, a
+#: thread that finds the pool full gets gevent's LoopExit in 1 ms; patch_all() works but
+#: turns the whole harness process into greenlets - a different harness.
+GEVENTPOOL_NOT_RUN = (
+    "gevent-only: unpatched, its gevent.queue pool cannot make one thread wait for another "
+    "(thread-per-request checkout from a full pool: gevent LoopExit in 1 ms); "
+    "monkey.patch_all() would patch the whole harness process"
+)
+
 
 class UnknownTarget(ValueError):
     """A --target value that names no target."""
@@ -121,6 +131,12 @@ TARGETS: dict[str, TargetSpec] = {
             "pgbouncer-statement",
             "chaos.targets.pgbouncer:PgBouncerStatementTarget",
             "PgBouncer pool_mode=statement, a psycopg connection per request (no app pool)",
+        ),
+        TargetSpec(
+            "django-db-geventpool",
+            "chaos.targets.django_geventpool:DjangoGeventpoolTarget",
+            "django-db-geventpool 4.0.8 (psycopg 3 backend, a gevent.queue pool for greenlets)",
+            not_run=GEVENTPOOL_NOT_RUN,
         ),
         TargetSpec(
             "hybrid-psycopg_pool",
