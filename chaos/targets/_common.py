@@ -7,7 +7,9 @@
 - :func:`refuse_broken`: a checkout that hands out a connection libpq already knows
   is gone is a dead handout for the judge, not a session leak of unreadable fields;
 - :func:`unique_application_name`: one name per target instance, so
-  ``pg_stat_activity`` tells its sessions apart from every other target's.
+  ``pg_stat_activity`` tells its sessions apart from every other target's;
+- :func:`apply_client_attr`: the client-side dirt (``Session.set_client_attr``) on the
+  psycopg connection a request holds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import time
 import uuid
 import weakref
+from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -52,3 +55,14 @@ def refuse_broken(conn: psycopg.Connection) -> None:
 def unique_application_name(prefix: str) -> str:
     """``prefix-<pid>-<random>``: unique across xdist workers sharing a server."""
     return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def apply_client_attr(conn: psycopg.Connection, name: str, value: Any) -> None:
+    """Set ``conn.<name>``; ``notice_handler`` / ``notify_handler`` add a handler and
+    ``loader`` registers a ``(type name, loader class)`` on ``conn.adapters``."""
+    if name in ("notice_handler", "notify_handler"):
+        getattr(conn, f"add_{name}")(value)
+    elif name == "loader":
+        conn.adapters.register_loader(*value)
+    else:
+        setattr(conn, name, value)

@@ -97,6 +97,7 @@ from psycopg.pq import TransactionStatus
 from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
+from chaos.targets._common import apply_client_attr
 from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
@@ -298,12 +299,7 @@ class DjangoSession(Session):
             db.set_autocommit(value)
             return
         conn = db.connection
-        if name in ("notice_handler", "notify_handler"):
-            getattr(conn, f"add_{name}")(value)
-        elif name == "loader":
-            conn.adapters.register_loader(*value)
-        else:
-            setattr(conn, name, value)
+        apply_client_attr(conn, name, value)
 
     def begin(self, how: str) -> None:
         db = self.db

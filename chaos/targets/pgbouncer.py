@@ -66,7 +66,7 @@ from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
 from chaos.pgbouncer import LOGIN_ROLE, PgBouncer, unavailable
-from chaos.targets._common import refuse_broken, unique_application_name
+from chaos.targets._common import apply_client_attr, refuse_broken, unique_application_name
 from chaos.targets.base import (
     CheckoutResult,
     ConnectionClient,
@@ -118,12 +118,7 @@ class PgBouncerSession(Session):
 
     def set_client_attr(self, name: str, value: Any) -> None:
         conn = self._connection()
-        if name in ("notice_handler", "notify_handler"):
-            getattr(conn, f"add_{name}")(value)
-        elif name == "loader":
-            conn.adapters.register_loader(*value)
-        else:
-            setattr(conn, name, value)
+        apply_client_attr(conn, name, value)
 
     def begin(self, how: str) -> None:
         if self.target.pool_mode == "statement":

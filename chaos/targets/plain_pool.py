@@ -28,7 +28,7 @@ from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
 from chaos.targets import forking
-from chaos.targets._common import backend_identity, refuse_broken
+from chaos.targets._common import apply_client_attr, backend_identity, refuse_broken
 from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
@@ -166,12 +166,7 @@ class PlainPoolSession(Session):
         """Set ``conn.<name>``; ``notice_handler`` / ``notify_handler`` add a handler and
         ``loader`` registers a ``(type name, loader class)`` on ``conn.adapters``."""
         conn = self.db.ensure_connection()
-        if name in ("notice_handler", "notify_handler"):
-            getattr(conn, f"add_{name}")(value)
-        elif name == "loader":
-            conn.adapters.register_loader(*value)
-        else:
-            setattr(conn, name, value)
+        apply_client_attr(conn, name, value)
         if name == "autocommit":
             self.db.autocommit = value  # what the wrapper believes, as Django's set_autocommit
 

@@ -71,6 +71,7 @@ from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import SettingsValue
 from chaos.targets._common import (
+    apply_client_attr,
     backend_identity,
     refuse_broken,
     stamp,
@@ -158,12 +159,7 @@ class PsycopgPoolSession(Session):
     def set_client_attr(self, name: str, value: Any) -> None:
         """As PlainPoolSession.set_client_attr, on the connection ``getconn()`` gave."""
         conn = self._connection()
-        if name in ("notice_handler", "notify_handler"):
-            getattr(conn, f"add_{name}")(value)
-        elif name == "loader":
-            conn.adapters.register_loader(*value)
-        else:
-            setattr(conn, name, value)
+        apply_client_attr(conn, name, value)
 
     def begin(self, how: str) -> None:
         conn = self._connection()
