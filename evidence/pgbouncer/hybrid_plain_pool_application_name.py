@@ -1,5 +1,5 @@
-"""plain_pool in front of PgBouncer transaction mode: its reset cleans the dirt, and the
-session's application_name with it.
+"""plain_pool in front of PgBouncer transaction mode: its reset cleans the dirt, and,
+until it re-SET the name, the session's application_name with it.
 
 plain_pool's own code (a ``DatabaseWrapper`` with ``POSTGRES_POOL`` of one connection,
 ``application_name`` in ``POSTGRES_OPTIONS``) in front of a harness PgBouncer in
@@ -10,29 +10,46 @@ session). Request 1 checks out, runs one kind of dirt, gives the connection back
 PgBouncer passes a client's ``application_name`` to the server with ``SET`` (source
 ``session``) when it links the client to a server session. ``DISCARD ALL`` (RESET ALL)
 sets it back to the server's default, and PgBouncer, which tracks the parameter, records
-the reset value as the client's own: from the first reuse on, the app's sessions have an
-empty application_name (pg_stat_activity cannot tell them apart any more). A direct
-connection keeps it: the startup packet's value is what RESET goes back to. This is the
-difference the matrix reports on every session-state row of ``hybrid-plain_pool``
-(``session_gucs: missing ['application_name=...']``); the dirt itself does not reach
-request 2.
+the reset value as the client's own: from the first reuse on, the app's sessions had an
+empty application_name (pg_stat_activity could not tell them apart any more). A direct
+connection keeps it: the startup packet's value is what RESET goes back to. This was
+the difference the matrix reported on every session-state row of ``hybrid-plain_pool``
+(``session_gucs: missing ['application_name=...']``); the dirt itself never reached
+request 2. Since then ``SessionConfigurer.configure_application_name`` SETs the name
+back at checkout when the session does not report the configured one (never on a
+direct connection).
 
 Run (from the repository root): ``PYTHONPATH=src:. .tox/matrix/bin/python
 evidence/pgbouncer/hybrid_plain_pool_application_name.py``
 
-Recorded output (PgBouncer 1.18.0, psycopg 3.3.9, Postgres 15; 2026-12-06):
+Recorded output before the fix (PgBouncer 1.18.0, psycopg 3.3.9, Postgres 15;
+2026-12-06), one line per dirt:
 
     PgBouncer 1.18.0, Postgres 15.18
       SET work_mem = '8MB': request 2 sees 4MB
         application_name request 1 ('hybrid-evidence', 'session'), request 2 ('', 'default')
       SET ROLE chaos_intruder: request 2 sees chaos_bouncer
         application_name request 1 ('hybrid-evidence', 'session'), request 2 ('', 'default')
+      ...
+
+and after it (same versions, 2026-12-06):
+
+    PgBouncer 1.18.0, Postgres 15.18
+      SET work_mem = '8MB': request 2 sees 4MB
+        application_name request 1 ('hybrid-evidence', 'session'),
+          request 2 ('hybrid-evidence', 'session')
+      SET ROLE chaos_intruder: request 2 sees chaos_bouncer
+        application_name request 1 ('hybrid-evidence', 'session'),
+          request 2 ('hybrid-evidence', 'session')
       CREATE TEMP TABLE chaos_tmp (x int): request 2 sees []
-        application_name request 1 ('hybrid-evidence', 'session'), request 2 ('', 'default')
+        application_name request 1 ('hybrid-evidence', 'session'),
+          request 2 ('hybrid-evidence', 'session')
       LISTEN chaos_channel: request 2 sees []
-        application_name request 1 ('hybrid-evidence', 'session'), request 2 ('', 'default')
+        application_name request 1 ('hybrid-evidence', 'session'),
+          request 2 ('hybrid-evidence', 'session')
       PREPARE chaos_stmt AS SELECT 1: request 2 sees []
-        application_name request 1 ('hybrid-evidence', 'session'), request 2 ('', 'default')
+        application_name request 1 ('hybrid-evidence', 'session'),
+          request 2 ('hybrid-evidence', 'session')
 """
 
 from __future__ import annotations

@@ -57,9 +57,14 @@ class CheckoutPolicy:
         """
         fresh = session_reset.finish_reset(conn, deadline, answer_within=health.RESET_TIMEOUT)
         if session_reset.take_configure_due(conn):
-            with health.return_deadline(conn):  # SET ROLE over a half-open link
-                # DISCARD ALL restored the zone of the pool's startup options.
-                entry.configurer.configure(conn, session_zone=entry.zone)
+            # The reset's answer was read: the session reports its zone and name as they
+            # are now (behind a pooler, not necessarily the pool's startup options).
+            configurer = entry.configurer
+            if configurer.bounds_its_statements:
+                configurer.configure(conn)
+            else:
+                with health.return_deadline(conn):  # its SET ROLE over a half-open link
+                    configurer.configure(conn)
         return fresh
 
     def checkout(self, entry: PoolEntry, settings: DatabaseSettings) -> psycopg.Connection:

@@ -20,7 +20,7 @@ reset the checkout passes the zone ``DISCARD ALL`` restored.
 from __future__ import annotations
 
 from time import monotonic
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg import pq, sql
@@ -34,7 +34,18 @@ def _escape_option(value: str) -> str:
 
 
 class SessionConfigurer:
-    """Time zone, then role, for sessions of one :class:`DatabaseSettings`."""
+    """Time zone, application name, then role, for sessions of one :class:`DatabaseSettings`."""
+
+    #: True: every statement :meth:`configure` sends carries its own deadline
+    #: (:func:`execute_outside_transactions`, :data:`CONFIGURE_TIMEOUT`), so the
+    #: checkout arms no watchdog around it. A subclass is False unless it says so
+    #: itself: its ``conn.execute`` would wait forever over a half-open link.
+    bounds_its_statements: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "bounds_its_statements" not in cls.__dict__:
+            cls.bounds_its_statements = False
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
@@ -75,13 +86,14 @@ class SessionConfigurer:
         return kwargs
 
     def configure(self, conn: psycopg.Connection, *, session_zone: str | None = None) -> None:
-        """Configure a session: time zone, then role.
+        """Configure a session: time zone, application name, then role.
 
         ``session_zone``: the zone the session will have when what was already
         sent has run (a reset inside a pipeline, whose ``DISCARD ALL`` result
         is not read yet); None: what the server last reported.
         """
         self.configure_timezone(conn, session_zone=session_zone)
+        self.configure_application_name(conn)
         self.configure_role(conn)
 
     def configure_timezone(
@@ -95,6 +107,28 @@ class SessionConfigurer:
             return False
         execute_outside_transactions(
             conn, sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.zone))
+        )
+        return True
+
+    def configure_application_name(self, conn: psycopg.Connection) -> bool:
+        """SET application_name back when the session does not report the configured one.
+
+        A direct session never needs it: ``DISCARD ALL`` restores the startup
+        packet's value. Behind a transaction pooler it does: PgBouncer SETs the
+        client's name on its server session, ``DISCARD ALL`` resets it to the
+        pooler's own, and PgBouncer records that as the client's
+        (evidence/pgbouncer/hybrid_plain_pool_application_name.py). Inside a
+        pipeline the reported value predates the reset: it is always sent there
+        (no extra round trip). Return True if sent.
+        """
+        name = self.settings.options.get("application_name")
+        if not name:
+            return False
+        in_pipeline = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+        if not in_pipeline and conn.info.parameter_status("application_name") == name:
+            return False
+        execute_outside_transactions(
+            conn, sql.SQL("SET application_name = {}").format(sql.Literal(str(name)))
         )
         return True
 

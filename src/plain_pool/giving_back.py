@@ -43,7 +43,7 @@ class ReturnPolicy:
     def give_back(
         self, wrapper: DatabaseWrapper, conn: psycopg.Connection, entry: PoolEntry
     ) -> None:
-        status = conn.info.transaction_status
+        status = conn.pgconn.transaction_status
         if conn.closed or status in (TransactionStatus.UNKNOWN, TransactionStatus.ACTIVE):
             if conn.broken:
                 # The socket died: the server probably went away, so every

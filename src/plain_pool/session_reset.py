@@ -49,6 +49,7 @@ sent; when it is not (the pool predates a zone change) the ``SET`` is sent.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
@@ -127,21 +128,23 @@ def restore_client_attributes(
     Only what differs is set: psycopg's transaction-characteristic setters
     take the connection's lock and run a generator each, even for the same value.
     """
-    for name, value in _default_items(prepare_threshold, cursor_factory):
-        current = getattr(conn, name)
-        if current is not value and current != value:
-            setattr(conn, name, value)
+    read_all, values, items = _defaults(prepare_threshold, cursor_factory)
+    if read_all(conn) != values:  # the common case: a request left them alone
+        for name, value in items:
+            current = getattr(conn, name)
+            if current is not value and current != value:
+                setattr(conn, name, value)
     _drop_handlers_and_adapters(conn)
 
 
 @functools.lru_cache(maxsize=32)
-def _default_items(
+def _defaults(
     prepare_threshold: int | None, cursor_factory: type[psycopg.Cursor[Any]] | None
-) -> tuple[tuple[str, Any], ...]:
-    """:func:`client_defaults` as items, computed once per settings (on every return's path)."""
-    return tuple(
-        client_defaults(prepare_threshold=prepare_threshold, cursor_factory=cursor_factory).items()
-    )
+) -> tuple[Callable[[Any], tuple[Any, ...]], tuple[Any, ...], tuple[tuple[str, Any], ...]]:
+    """:func:`client_defaults` once per settings (on every return's path): a getter
+    of all the attributes at once, their default values, and the items in order."""
+    defaults = client_defaults(prepare_threshold=prepare_threshold, cursor_factory=cursor_factory)
+    return operator.attrgetter(*defaults), tuple(defaults.values()), tuple(defaults.items())
 
 
 def _drop_handlers_and_adapters(conn: psycopg.Connection) -> None:

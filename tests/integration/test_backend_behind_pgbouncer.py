@@ -1,0 +1,63 @@
+"""plain_pool behind PgBouncer transaction mode: what its reset restores there.
+
+Through a transaction pooler the server session's startup packet is the pooler's, so
+``DISCARD ALL`` goes back to the pooler's values, not the app's, and PgBouncer records
+the reset values as the client's own (evidence/pgbouncer/hybrid_plain_pool_application_name.py).
+The checkout must read what the session reports after the reset and configure what differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chaos.pgbouncer import LOGIN_ROLE
+from plain_pool import DatabaseWrapper, pools
+
+APP = "behind-pgbouncer"
+
+
+@pytest.fixture
+def bouncer(pgbouncer_factory: Any, postgres: Any) -> Any:
+    return pgbouncer_factory(postgres, pool_mode="transaction", pool_size=1)
+
+
+def _settings(bouncer: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "POSTGRES_HOST": bouncer.host,
+        "POSTGRES_PORT": bouncer.port,
+        "POSTGRES_DATABASE": bouncer.dbname,
+        "POSTGRES_USER": LOGIN_ROLE,
+        "POSTGRES_PASSWORD": bouncer.connect_kwargs()["password"],
+        "POSTGRES_OPTIONS": {"application_name": APP},
+        "POSTGRES_POOL": {"min_size": 1, "max_size": 1},
+        **extra,
+    }
+
+
+def _two_requests(settings: dict[str, Any], dirt: str, probe: str) -> tuple[Any, Any]:
+    db = DatabaseWrapper(settings, alias="behind-pgbouncer")
+    try:
+        before = db.cursor().execute(probe).fetchone()
+        db.cursor().execute(dirt)
+        db.close()  # back to the pool: DISCARD ALL through PgBouncer
+        after = db.cursor().execute(probe).fetchone()
+        db.close()
+        return before, after
+    finally:
+        db.close()
+        pools.close_all()
+
+
+def test_the_application_name_survives_the_reset(bouncer: Any) -> None:
+    probe = "SELECT current_setting('application_name')"
+    before, after = _two_requests(_settings(bouncer), "SET work_mem = '8MB'", probe)
+    assert before == after == (APP,)
+
+
+def test_the_zone_survives_the_reset_when_the_pooler_drops_startup_options(bouncer: Any) -> None:
+    """PgBouncer 1.18 ignores ``options`` (``-c TimeZone=...``): the zone comes from SET."""
+    settings = _settings(bouncer, TIME_ZONE="Asia/Kathmandu", USE_TZ=False)
+    before, after = _two_requests(settings, "SET TIME ZONE 'America/Lima'", "SHOW TimeZone")
+    assert before == after == ("Asia/Kathmandu",)
