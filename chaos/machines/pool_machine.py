@@ -77,6 +77,7 @@ from chaos.targets.base import (
     TargetOptions,
     TargetRequest,
 )
+from chaos.targets.registry import UnsupportedOption
 
 #: Settings values the machines move between (each gets its expected fingerprint, cached).
 TIME_ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
@@ -356,7 +357,11 @@ class PoolMachine(RuleBasedStateMachine):
         wrote: bool = False,
     ) -> Outcome:
         """Judge an error (:func:`chaos.machines.judge.judge`): raise the invariant it
-        breaks, or record it as allowed."""
+        breaks, or record it as allowed. A target that cannot run the step at all
+        (``UnsupportedOption``: PgBouncer's statement mode and ``BEGIN``) is not judged:
+        the run stops with it (the matrix cell reads ``na``, a test skips)."""
+        if isinstance(exc, UnsupportedOption):
+            raise exc
         verdict = judge(exc, self._judge_facts(request, what, wrote))
         if verdict.spends_dead_handout:
             self.model.dead_handouts_allowed -= 1

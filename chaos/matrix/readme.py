@@ -16,7 +16,15 @@ from typing import Any
 from chaos.matrix.render import grid, measured, split_columns
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "na": "n/a", "not_run": "not run"}
-VERSION_ORDER = ("postgres", "psycopg", "psycopg_pool", "django", "sqlalchemy", "hypothesis")
+VERSION_ORDER = (
+    "postgres",
+    "psycopg",
+    "psycopg_pool",
+    "django",
+    "sqlalchemy",
+    "pgbouncer",
+    "hypothesis",
+)
 
 
 def _escape(text: str) -> str:
