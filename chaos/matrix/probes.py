@@ -13,6 +13,10 @@ contract (:data:`chaos.scenarios.restart.RECOVERY_S`, 0.5 s: measured 9-48 ms,
 bare psycopg_pool's reconnect backoff takes seconds); a checkout under a
 blocking fault must end within its pool timeout + :data:`TIMEOUT_SLACK_S`
 (the timeouts scenario allows 0.5 s on one worker; the matrix runs two).
+
+A server fault lands on a settled pooler: before it, a target with a PgBouncer
+waits until no query and no server login is in flight there
+(:func:`settle_pooler`), the same for every PgBouncer column.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ RECOVERY_POOL_TIMEOUT_S = 10.0
 RECOVERY_GIVE_UP_S = 25.0
 #: Requests beyond the bound in the too-many-connections probe.
 EXTRA_REQUESTS = 2
+#: How long a probe waits for a target's PgBouncer to finish what the warm-up sent.
+POOLER_SETTLE_S = 2.0
 
 
 @dataclass
@@ -136,6 +142,37 @@ def _warm(ctx: ProbeContext, target: Target, n: int) -> list[TargetRequest]:
     return requests
 
 
+def settle_pooler(ctx: ProbeContext, target: Target) -> None:
+    """Before a server fault: wait (at most :data:`POOLER_SETTLE_S`) until the target's
+    PgBouncer, if it has one, has no client waiting, no server connection linked and
+    none logging in (``SHOW POOLS``: ``cl_waiting``, ``sv_active``, ``sv_login`` all 0).
+
+    Why: a server login PgBouncer starts in the milliseconds before a restart fails
+    (the backend dies in its startup: "server conn crashed?" or "login failed" in
+    PgBouncer's log), and PgBouncer then refuses every new client ("server login has
+    been failing, try again later") until ``server_login_retry`` (15 s) after that login
+    (evidence/pgbouncer/restart_login_retry.py). plain_pool's give-back leaves its
+    ``DISCARD ALL`` in flight: behind PgBouncer the second of the warm-up's two resets
+    made it open a second server connection at the restart's instant in about a third
+    of the runs, and the cell flipped. The contract's pool is idle; this makes it idle
+    at the pooler too. The admin console's own login takes several round trips, so a
+    query sent before the call is already in PgBouncer's counts.
+    """
+    bouncer = getattr(target, "bouncer", None)
+    if bouncer is None:
+        return
+    started = time.monotonic()
+    while True:
+        pools = [p for p in bouncer.show("pools") if p["database"] != "pgbouncer"]
+        busy = {k: sum(int(p[k]) for p in pools) for k in ("cl_waiting", "sv_active", "sv_login")}
+        waited = time.monotonic() - started
+        if not any(busy.values()) or waited > POOLER_SETTLE_S:
+            break
+        time.sleep(0.005)
+    state = "settled" if not any(busy.values()) else f"NOT settled {busy}"
+    ctx.step(f"PgBouncer {state} after {_ms(waited)} ms (no query, no server login in flight)")
+
+
 # -- restart / crash: caller errors and time to first success ------------------------------
 def recovery(ctx: ProbeContext, fault: Fault) -> Outcome:
     target = ctx.make(
@@ -144,6 +181,7 @@ def recovery(ctx: ProbeContext, fault: Fault) -> Outcome:
     requests: list[TargetRequest] = []
     try:
         requests = _warm(ctx, target, 2)
+        settle_pooler(ctx, target)
         handle = ctx.nemesis.apply(fault)
         up = float(handle.detail.get("accepting_again_at") or time.monotonic())
         downtime = handle.detail.get("downtime_s")
@@ -344,6 +382,7 @@ def ledger_restart(ctx: ProbeContext) -> Outcome:
             for _ in range(3):
                 write(request)
         ctx.step("2 requests: 3 writes each (BEGIN; INSERT; COMMIT)")
+        settle_pooler(ctx, target)
         ctx.nemesis.apply(RestartFast())
         ctx.step("RestartFast()")
         for request in requests:

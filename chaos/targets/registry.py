@@ -143,6 +143,11 @@ TARGETS: dict[str, TargetSpec] = {
             "chaos.targets.pgbouncer:HybridPsycopgPoolTarget",
             "psycopg_pool in front of PgBouncer pool_mode=transaction (prepared statements off)",
         ),
+        TargetSpec(
+            "hybrid-plain_pool",
+            "chaos.targets.pgbouncer:HybridPlainPoolTarget",
+            "plain_pool in front of PgBouncer pool_mode=transaction (prepared statements off)",
+        ),
     )
 }
 
