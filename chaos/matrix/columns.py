@@ -1,4 +1,4 @@
-"""The matrix's columns: the registry's targets, and the ones that come later.
+"""The matrix's columns: the registry's targets.
 
 A column's target is built the way every suite builds one
 (:func:`chaos.targets.registry.factory`); one that cannot run here is a
@@ -17,20 +17,11 @@ from chaos.machines.pool_machine import MachineEnv
 from chaos.targets.base import Target, TargetOptions
 from chaos.targets.registry import TARGETS, factory, resolve
 
-HYBRID_PLAIN_POOL_REASON = (
-    "not settled: its restart cell flips (3 of 6 runs): a server connection PgBouncer opened just "
-    'before the restart dies at age 0 s ("server conn crashed?"), PgBouncer counts a failed login '
-    'and answers "server login has been failing, try again later (server_login_retry)" for 15 s: '
-    "1 PoolTimeout, first success ~14.9 s after up"
-)
-#: Columns with no registered target, and why (a PgBouncer column on a machine without
-#: pgbouncer gets its not_run reason from the registry: "pgbouncer not found").
-LATER: dict[str, str] = {"hybrid-plain_pool": HYBRID_PLAIN_POOL_REASON}
-
 
 def column_names() -> list[str]:
-    """Every column, in the page's order: the registry's, then the later ones."""
-    return [*TARGETS, *(name for name in LATER if name not in TARGETS)]
+    """Every column, in the page's order: the registry's (a PgBouncer column on a machine
+    without pgbouncer is ``not_run`` with the registry's reason, "pgbouncer not found")."""
+    return list(TARGETS)
 
 
 @dataclass(frozen=True)
@@ -48,10 +39,6 @@ class Address:
 
 def maker(name: str, address: Address) -> Callable[[TargetOptions], Target]:
     """``make(options)`` for the named target at ``address``; raises TargetUnavailable."""
-    if name in LATER and name not in TARGETS:
-        from chaos.targets.registry import TargetUnavailable
-
-        raise TargetUnavailable(f"{name}: {LATER[name]}")
     make = factory(resolve(name))
     host, port = address.host_port()
 

@@ -30,7 +30,8 @@ from typing import Any
 import psycopg
 
 from chaos.faults.base import Fault
-from chaos.faults.connect import CHAOS_TIMEOUTS
+from chaos.faults.connect import CHAOS_TIMEOUTS, proxy_address
+from chaos.faults.nemesis import Nemesis
 from chaos.faults.network import Down, HalfOpen
 from chaos.faults.outcomes import Outcome as Told
 from chaos.faults.server import Crash, RestartFast
@@ -63,6 +64,8 @@ class ProbeContext:
     make: Callable[[TargetOptions], Target]
     server: Any
     nemesis: Any = None
+    #: ``proxy_to(host, port)`` -> a new fault proxy in front of that address (client-hop rows).
+    proxy_to: Callable[[str, int], Any] | None = None
     steps: list[str] = field(default_factory=list)
 
     def step(self, text: str) -> None:
@@ -243,16 +246,34 @@ def crash(ctx: ProbeContext) -> Outcome:
 
 
 # -- half-open / outage: a checkout ends within its timeout ---------------------------------
-def blocked_checkout(ctx: ProbeContext, fault: Fault) -> Outcome:
+def blocked_checkout(
+    ctx: ProbeContext, fault: Fault, *, client_hop: Callable[[str, int], Any] | None = None
+) -> Outcome:
+    """A caller checks out and runs SELECT 1 while ``fault`` blocks the link: on the
+    server hop (``ctx.nemesis``' proxy), or, with ``client_hop``, on a proxy between the
+    app and the target's middle hop (PgBouncer), made when the target asks for one."""
     timeout = 1.0
-    target = ctx.make(TargetOptions(min_size=1, max_size=1, timeout=timeout))
+    hops: list[Any] = []
+    through = None
+    if client_hop is not None:
+
+        def through(host: str, port: int) -> tuple[str, int]:
+            hops.append(client_hop(host, port))
+            return proxy_address(hops[-1])
+
+    target = ctx.make(TargetOptions(min_size=1, max_size=1, timeout=timeout, client_hop=through))
     requests: list[TargetRequest] = []
     ended: float | None = None
     how = "?"
+    nemesis = ctx.nemesis
     try:
+        if client_hop is not None:
+            if not hops:
+                return Outcome("na", "no middle hop: the app talks to Postgres itself")
+            nemesis = Nemesis(hops[0], None)
         requests = _warm(ctx, target, 1)
         pooled = target.current_pool_id() is not None
-        ctx.nemesis.apply(fault)
+        nemesis.apply(fault)
         caller = target.open_request(10)
         requests.append(caller)
         started = time.monotonic()
@@ -267,10 +288,13 @@ def blocked_checkout(ctx: ProbeContext, fault: Fault) -> Outcome:
             pass
         if not how.startswith("still"):
             ended = time.monotonic() - started
-        ctx.step(f"{fault!r}; a caller checks out and runs SELECT 1 (pool timeout {timeout} s)")
+        where = " on the client hop" if client_hop is not None else ""
+        ctx.step(
+            f"{fault!r}{where}; a caller checks out and runs SELECT 1 (pool timeout {timeout} s)"
+        )
     finally:
         with contextlib.suppress(Exception):
-            ctx.nemesis.heal_all()
+            nemesis.heal_all()
         _release(requests)
         with contextlib.suppress(Exception):
             target.close()
@@ -297,6 +321,13 @@ def half_open(ctx: ProbeContext) -> Outcome:
 
 def outage(ctx: ProbeContext) -> Outcome:
     return blocked_checkout(ctx, Down())
+
+
+def half_open_client_hop(ctx: ProbeContext) -> Outcome:
+    """The half-open row on the app -> PgBouncer hop (n/a for a target with no middle hop)."""
+    if ctx.proxy_to is None:
+        raise ValueError("half_open_client_hop needs ProbeContext.proxy_to (a proxy factory)")
+    return blocked_checkout(ctx, HalfOpen(), client_hop=ctx.proxy_to)
 
 
 # -- too many connections ---------------------------------------------------------------------
@@ -412,6 +443,7 @@ PROBES: dict[str, Callable[[ProbeContext], Outcome]] = {
     "crash": crash,
     "half_open": half_open,
     "outage": outage,
+    "half_open_client_hop": half_open_client_hop,
     "too_many_connections": too_many_connections,
     "ledger_restart": ledger_restart,
 }

@@ -75,6 +75,8 @@ class ProbeCheck:
     probe: str
     private: bool = False
     proxy: bool = False
+    #: The probe puts proxies of its own in front of the target's middle hop.
+    client_hop: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,14 @@ FAULTS: tuple[Property, ...] = (
         "faults",
         ProbeCheck("half_open", proxy=True),
         contract="a checkout over a link that drops everything ends within timeout + 1 s",
+    ),
+    Property(
+        "half_open_client_hop",
+        "half-open app -> PgBouncer link: a checkout ends within its timeout",
+        "faults",
+        ProbeCheck("half_open_client_hop", client_hop=True),
+        contract="a checkout over a client hop that drops everything ends within timeout + 1 s "
+        "(n/a: no middle hop)",
     ),
     Property(
         "outage",

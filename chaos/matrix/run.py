@@ -13,17 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from chaos.matrix.cell import Outcome
-from chaos.matrix.columns import LATER, Address, machine_env, maker
+from chaos.matrix.columns import Address, machine_env, maker
 from chaos.matrix.machine_cell import run_machine_cell
 from chaos.matrix.probes import PROBES, ProbeContext
 from chaos.matrix.properties import MachineCheck, ProbeCheck, Property
-from chaos.targets.registry import TARGETS, TargetUnavailable, UnsupportedOption, resolve
+from chaos.targets.registry import TargetUnavailable, UnsupportedOption, resolve
 
 
 def availability(target: str) -> str | None:
     """Why the target cannot run here (a ``not_run`` cell), or None."""
-    if target in LATER and target not in TARGETS:
-        return LATER[target]
     try:
         resolve(target).load()
     except TargetUnavailable as exc:
@@ -42,7 +40,11 @@ def _supported(make: Callable[..., Any], options: Any) -> str | None:
 
 
 def check_cell(
-    target: str, prop: Property, address: Address, nemesis: Any = None
+    target: str,
+    prop: Property,
+    address: Address,
+    nemesis: Any = None,
+    proxy_to: Callable[[str, int], Any] | None = None,
 ) -> tuple[Outcome, float]:
     """The row's check on the target at ``address``; (outcome, seconds it took)."""
     started = time.monotonic()
@@ -57,7 +59,12 @@ def check_cell(
             outcome = run_machine_cell(env, check, name)
         else:
             assert isinstance(check, ProbeCheck)
-            ctx = ProbeContext(make=maker(target, address), server=address.server, nemesis=nemesis)
+            ctx = ProbeContext(
+                make=maker(target, address),
+                server=address.server,
+                nemesis=nemesis,
+                proxy_to=proxy_to,
+            )
             outcome = PROBES[check.probe](ctx)
     except TargetUnavailable as exc:
         outcome = Outcome("not_run", str(exc))

@@ -91,6 +91,10 @@ class TargetOptions:
     #: (:data:`chaos.faults.CHAOS_TIMEOUTS`); a None value removes a harness default
     #: (e.g. ``{"connect_timeout": None, "options": "-c statement_timeout=1000"}``).
     connect_options: Mapping[str, Any] | None = None
+    #: Put a fault proxy on the client hop of a target with a middle hop (PgBouncer):
+    #: called with the middle hop's address, it returns the address the app connects to
+    #: instead. A target with no middle hop never calls it (the probe then reads n/a).
+    client_hop: Callable[[str, int], tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True)

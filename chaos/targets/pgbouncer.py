@@ -194,6 +194,7 @@ class PgBouncerTarget(Target):
             aliases={EXPECTED_DB: getattr(server, "dbname", "postgres")},
         )
         self.bouncer.start()
+        self.client_address = _client_address(self.bouncer, options)
         self.requests: list[TargetRequest] = []
         self.control = ControlThreads(f"{self.application_name}-control")
         self.clients = ThreadClients(lambda: ConnectionClient(self._lend))
@@ -239,7 +240,10 @@ class PgBouncerTarget(Target):
                 kwargs["prepare_threshold"] = self.options.prepare_threshold
         else:
             kwargs["prepare_threshold"] = None
-        return self.bouncer.connect_kwargs(**({"dbname": dbname} if dbname else {}), **kwargs)
+        host, port = self.client_address
+        if dbname:
+            kwargs["dbname"] = dbname
+        return self.bouncer.connect_kwargs(host=host, port=port, **kwargs)
 
     def connect(self, settings: SettingsValue, *, dbname: str | None = None) -> psycopg.Connection:
         """A new client connection to PgBouncer, configured for ``settings``."""
@@ -387,6 +391,13 @@ def _start_transaction_bouncer(server: Any, host: str, port: int, options: Any) 
     return bouncer
 
 
+def _client_address(bouncer: PgBouncer, options: TargetOptions) -> tuple[str, int]:
+    """Where the app connects: PgBouncer, or the fault proxy the run put in front of it."""
+    if options.client_hop is None:
+        return bouncer.host, int(bouncer.port)
+    return options.client_hop(bouncer.host, int(bouncer.port))
+
+
 def _refuse_prepared(name: str, options: TargetOptions) -> None:
     if options.prepare_threshold is not None:
         raise UnsupportedOption(
@@ -408,9 +419,8 @@ class HybridPsycopgPoolTarget(PsycopgPoolTarget):
         _refuse_prepared("hybrid-psycopg_pool", options)
         self.bouncer = _start_transaction_bouncer(server, host, port, options)
         try:
-            super().__init__(
-                server=server, host=self.bouncer.host, port=self.bouncer.port, options=options
-            )
+            client_host, client_port = _client_address(self.bouncer, options)
+            super().__init__(server=server, host=client_host, port=client_port, options=options)
         except BaseException:
             self.bouncer.close()
             raise
@@ -488,9 +498,8 @@ class HybridPlainPoolTarget(PlainPoolTarget):
             )
         self.bouncer = _start_transaction_bouncer(server, host, port, options)
         try:
-            super().__init__(
-                server=server, host=self.bouncer.host, port=self.bouncer.port, options=options
-            )
+            client_host, client_port = _client_address(self.bouncer, options)
+            super().__init__(server=server, host=client_host, port=client_port, options=options)
         except BaseException:
             self.bouncer.close()
             raise

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from plain_pool import health, session_reset
+from plain_pool import configuration, health, session_reset
 from plain_pool.pools import PoolEntry
 from plain_pool.settings import DatabaseSettings
 
@@ -61,7 +61,11 @@ class CheckoutPolicy:
             # are now (behind a pooler, not necessarily the pool's startup options).
             configurer = entry.configurer
             if configurer.bounds_its_statements:
-                configurer.configure(conn)
+                setattr(conn, configuration.CONFIGURE_DEADLINE, deadline)
+                try:
+                    configurer.configure(conn)
+                finally:
+                    delattr(conn, configuration.CONFIGURE_DEADLINE)
             else:
                 with health.return_deadline(conn):  # its SET ROLE over a half-open link
                     configurer.configure(conn)

@@ -147,6 +147,12 @@ class SessionConfigurer:
 #: Upper bound of one configuration statement (a half-open link must not hang it).
 CONFIGURE_TIMEOUT = 2.0
 
+#: Stamped on a connection by the checkout while it configures it: ``monotonic()`` of
+#: the checkout's own deadline, which a configuration statement never outlives (behind
+#: PgBouncer the checkout SETs the zone and name again, and a half-open server hop
+#: must end in the pool's timeout, not in :data:`CONFIGURE_TIMEOUT`).
+CONFIGURE_DEADLINE = "_plain_pool_configure_deadline"
+
 
 def execute_outside_transactions(conn: psycopg.Connection, statement: sql.Composable) -> None:
     """Run ``statement`` as it is, never opening a transaction.
@@ -163,10 +169,14 @@ def execute_outside_transactions(conn: psycopg.Connection, statement: sql.Compos
     if pgconn.transaction_status != pq.TransactionStatus.IDLE:
         conn.execute(statement, prepare=False)  # joins (or fails with) the request's transaction
         return
+    deadline = monotonic() + CONFIGURE_TIMEOUT
+    checkout_deadline = getattr(conn, CONFIGURE_DEADLINE, None)
+    if checkout_deadline is not None and checkout_deadline < deadline:
+        deadline = checkout_deadline
     _wire.run(
         pgconn,
         statement.as_bytes(conn),
-        monotonic() + CONFIGURE_TIMEOUT,
+        deadline,
         (pq.ExecStatus.COMMAND_OK,),
         "session configuration",
     )

@@ -8,10 +8,14 @@ The checkout must read what the session reports after the reset and configure wh
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from psycopg_pool import PoolTimeout
 
+from chaos.faults import Nemesis
+from chaos.faults.network import HalfOpen
 from chaos.pgbouncer import LOGIN_ROLE
 from plain_pool import DatabaseWrapper, pools
 
@@ -61,3 +65,42 @@ def test_the_zone_survives_the_reset_when_the_pooler_drops_startup_options(bounc
     settings = _settings(bouncer, TIME_ZONE="Asia/Kathmandu", USE_TZ=False)
     before, after = _two_requests(settings, "SET TIME ZONE 'America/Lima'", "SHOW TimeZone")
     assert before == after == ("Asia/Kathmandu",)
+
+
+def test_a_half_open_server_hop_ends_the_checkout_in_the_pools_timeout(
+    pgbouncer_factory: Any, postgres: Any, tcp_proxy_factory: Any
+) -> None:
+    """Behind PgBouncer every checkout SETs the zone again (the reset went back to the
+    server's), so that statement must give up at the checkout's deadline: it waited for
+    CONFIGURE_TIMEOUT (2 s) past a pool timeout of 1 s before."""
+    server_hop = tcp_proxy_factory(postgres.host, postgres.port)
+    bouncer = pgbouncer_factory(
+        postgres,
+        pool_mode="transaction",
+        pool_size=1,
+        server_host=server_hop.listen_host,
+        server_port=server_hop.listen_port,
+    )
+    timeout = 1.0
+    settings = _settings(
+        bouncer,
+        TIME_ZONE="Asia/Kathmandu",
+        USE_TZ=False,
+        POSTGRES_POOL={"min_size": 1, "max_size": 1, "timeout": timeout},
+    )
+    db = DatabaseWrapper(settings, alias="behind-pgbouncer-half-open")
+    nemesis = Nemesis(server_hop, None)
+    try:
+        db.cursor().execute("SELECT 1")
+        db.close()  # DISCARD ALL sent: the next checkout reads it, then SETs the zone
+        time.sleep(0.2)  # the reset's answer is in: only the configuration meets the fault
+        nemesis.apply(HalfOpen())
+        started = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            db.cursor()
+        took = time.monotonic() - started
+    finally:
+        nemesis.heal_all()
+        db.close()
+        pools.close_all()
+    assert took < timeout + 0.5, f"the checkout took {took:.2f} s (pool timeout {timeout} s)"

@@ -62,7 +62,10 @@ def test_property(target: str, prop: str, request: pytest.FixtureRequest, matrix
         else:
             address, nemesis = _address_and_nemesis(request, prop_.check)
             record["postgres_version"] = str(getattr(address.server, "version", "") or "")
-            outcome, took = check_cell(target, prop_, address, nemesis)
+            proxy_to = None
+            if getattr(prop_.check, "client_hop", False):
+                proxy_to = request.getfixturevalue("tcp_proxy_factory")
+            outcome, took = check_cell(target, prop_, address, nemesis, proxy_to)
             cell.verdict, cell.detail = outcome.verdict, outcome.detail
             cell.program, cell.metrics = outcome.program, dict(outcome.metrics)
             cell.duration_s = round(took, 2)
