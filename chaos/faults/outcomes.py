@@ -35,9 +35,12 @@ the non-localized severity field ``V``: the severity is read from ``S`` too):
   ``client_idle_timeout``, ``idle transaction timeout`` (08P01 FATAL), and
   the server's own login error passed on to the clients waiting for it (its
   SQLSTATE, e.g. 57P03, FATAL): the session is lost.
-- ``no more connections allowed (max_client_conn)`` (53300 FATAL, at login):
-  lost (a connection refused); only a fault that fails connections explains
-  it, so with none active it is a verdict, as Postgres's own 53300 would be.
+- ``no more connections allowed (max_client_conn)`` (08P01 FATAL from
+  PgBouncer 1.18, at login, before authentication; libpq keeps only the text
+  of a login error, so psycopg raises a bare ``OperationalError`` with no
+  SQLSTATE - evidence/pgbouncer/max_client_conn.py): lost (a connection
+  refused); only a fault that fails connections explains it, so with none
+  active it is a verdict, as Postgres's own 53300 would be.
 - ``prepared statement "..." does not exist`` (26000 ERROR; transaction
   pooling without prepared-statement support): a refused statement (the
   machines call it broken prepared statements).

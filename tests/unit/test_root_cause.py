@@ -185,7 +185,7 @@ def test_fatal_is_lost_with_or_without_the_nonlocalized_severity():
         ("08P01", "client_login_timeout (server down)", False, False),
         ("08P01", "idle transaction timeout", False, False),
         ("57P03", "the database system is starting up", False, False),
-        ("53300", "no more connections allowed (max_client_conn)", False, False),
+        ("08P01", "no more connections allowed (max_client_conn)", False, False),
     ],
 )
 def test_pgbouncer_errors(sqlstate, message, pool_timeout, statement_timeout):
@@ -378,7 +378,7 @@ def test_pgbouncer_fatal_on_the_wire():
 def test_pgbouncer_refusal_at_login_on_the_wire():
     """Refused at login, psycopg says "connection failed" with no SQLSTATE: lost."""
     full = PoolerAnswering(
-        "FATAL", "53300", "no more connections allowed (max_client_conn)", at_login=True
+        "FATAL", "08P01", "no more connections allowed (max_client_conn)", at_login=True
     )
     error = full.error_of_a_query()
     assert type(error) is psycopg.OperationalError and error.sqlstate is None
