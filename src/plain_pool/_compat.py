@@ -59,6 +59,7 @@ except ImportError:  # pooling unavailable; DatabaseSettings says so when asked 
 
 __all__ = [
     "BACKOFF_OK",
+    "CONNECT_ERROR_OK",
     "MISSING",
     "PRIVATE_NAMES",
     "RESET_IN_FLIGHT_OK",
@@ -82,9 +83,8 @@ __all__ = [
 ]
 
 #: Every private name of psycopg / psycopg_pool the package uses, and the features
-#: (shape-check groups) that need it. The check also reads ``_connect`` and
-#: ``_return_connection`` (evidence of what ``_pool`` and ``_reset_connection``
-#: mean); nothing calls them.
+#: (shape-check groups) that need it. The check also reads ``_return_connection``
+#: (evidence of what ``_reset_connection`` means); nothing calls it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "_notice_handlers": ("notice_handlers",),  # psycopg Connection: list of callbacks
     "_notify_handlers": ("notify_handlers",),  # psycopg Connection: list of callbacks
@@ -100,6 +100,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "_add_connection": ("backoff",),  # ConnectionPool method (RecoveringConnectionPool overrides)
     "AttemptWithBackoff": ("backoff",),  # psycopg_pool.base class (ShortBackoff subclasses)
     "_reset_connection": ("reset_connection",),  # ConnectionPool method (overridden)
+    "_connect": ("connect_error",),  # ConnectionPool method (overridden): connect + configure
 }
 
 #: Features whose names live on psycopg (checked even without psycopg_pool).
@@ -111,7 +112,7 @@ PSYCOPG_FEATURES = (
     "prepared",
 )
 #: Features of psycopg_pool (``conn_pool``: the pool a connection remembers).
-POOL_FEATURES = ("conn_pool", "idle_pool", "backoff", "reset_connection")
+POOL_FEATURES = ("conn_pool", "idle_pool", "backoff", "reset_connection", "connect_error")
 
 #: What each feature falls back to (in the warning).
 FALLBACKS: dict[str, str] = {
@@ -127,6 +128,8 @@ FALLBACKS: dict[str, str] = {
     "taking them apart",
     "backoff": "psycopg_pool's own reconnection backoff (recovery in seconds, not ms)",
     "reset_connection": "no reset in flight (the reset runs on return)",
+    "connect_error": "a checkout that times out while the pool cannot connect does not "
+    "name the connection error",
 }
 
 
@@ -289,6 +292,12 @@ def _check_features(psycopg_module: Any, pool_class: Any) -> dict[str, list[str]
         reset.append(f"{pool_where}._reset_connection's parameters are {params}, not [self, conn]")
     reset += _uses(pool_class, pool_where, "_return_connection", ("_reset_connection",))
     found["reset_connection"] = reset
+    connect = []
+    params = _params(getattr(pool_class, "_connect", None))
+    if params != ["self", "timeout"]:
+        connect.append(f"{pool_where}._connect's parameters are {params}, not [self, timeout]")
+    connect += _uses(pool_class, pool_where, "_add_connection", ("_connect",))
+    found["connect_error"] = connect
     return found
 
 
@@ -343,6 +352,8 @@ BACKOFF_OK: bool = available("backoff")
 #: The pool may keep a connection returned with its reset in flight. It also needs the
 #: notifications backlog: the reset is finished at checkout, where a failure drains the pool.
 RESET_IN_FLIGHT_OK: bool = available("reset_connection") and available("notifies_backlog")
+#: The pool may record why its last connection attempt failed (it overrides ``_connect``).
+CONNECT_ERROR_OK: bool = available("connect_error")
 
 _warned_at_use: set[str] = set()
 

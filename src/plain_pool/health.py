@@ -120,10 +120,16 @@ def stamp_created(conn: psycopg.Connection) -> None:
     setattr(conn, CREATED_AT, monotonic())
 
 
+def setup_failure(entry: PoolEntry) -> BaseException | None:
+    """Why the pool's last attempt to set up a connection failed (None: it did not):
+    connecting (RecoveringConnectionPool records it), else its ``configure``."""
+    return getattr(entry.pool, "last_connect_error", None) or entry.last_setup_error
+
+
 def _timed_out(entry: PoolEntry, timeout: float, timeout_class: type[Exception]) -> Exception:
     """The checkout's PoolTimeout, naming the pool's last setup failure when there is one."""
     message = f"couldn't get a connection after {timeout:.2f} sec"
-    failure = entry.last_setup_error
+    failure = setup_failure(entry)
     if failure is not None:
         cause = redact(str(failure).strip().splitlines()[0] if str(failure).strip() else "")
         message += (
@@ -201,11 +207,11 @@ def checkout(
     while True:
         remaining = deadline - monotonic()
         if remaining <= 0:
-            raise _timed_out(entry, timeout, PoolTimeout) from entry.last_setup_error
+            raise _timed_out(entry, timeout, PoolTimeout) from setup_failure(entry)
         try:
             conn = pool.getconn(timeout=remaining)
         except PoolTimeout:
-            raise _timed_out(entry, timeout, PoolTimeout) from entry.last_setup_error
+            raise _timed_out(entry, timeout, PoolTimeout) from setup_failure(entry)
         fresh: bool | None = None
         if finish_reset is not None:
             try:

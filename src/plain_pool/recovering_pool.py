@@ -11,8 +11,9 @@ up after ``reconnect_timeout`` and calling ``reconnect_failed`` like the
 original. A refused connection on a reachable host costs well under a
 millisecond, so polling every 50 ms is cheap.
 
-This overrides psycopg_pool's PRIVATE ``_add_connection(attempt, growing)``
-and ``_reset_connection(conn)`` and subclasses its ``AttemptWithBackoff``.
+This overrides psycopg_pool's PRIVATE ``_add_connection(attempt, growing)``,
+``_reset_connection(conn)`` and ``_connect(timeout)`` (to remember why the
+last connection attempt failed) and subclasses its ``AttemptWithBackoff``.
 Their shape is checked once, at import, by :mod:`plain_pool._compat`: if it
 changed, a ``RuntimeWarning`` says so and the pool falls back to
 psycopg_pool's own backoff (slower recovery, still correct) and to no reset
@@ -61,6 +62,24 @@ class RecoveringConnectionPool(ConnectionPool):
 
     #: Read by the wrapper: the reset may be sent on return and finished at checkout.
     accepts_reset_in_flight = _compat.RESET_IN_FLIGHT_OK
+
+    #: Why the pool's last connection attempt failed (connecting or its ``configure``),
+    #: None once one succeeds. psycopg_pool only logs it and retries, so a checkout that
+    #: times out while the pool cannot connect (the server refuses it, PgBouncer's
+    #: ``max_client_conn``) would say nothing more than "couldn't get a connection"
+    #: (evidence/pgbouncer/max_client_conn.py); the checkout's PoolTimeout names it.
+    last_connect_error: BaseException | None = None
+
+    if _compat.CONNECT_ERROR_OK:
+
+        def _connect(self, timeout: float | None = None) -> Any:
+            try:
+                conn = super()._connect(timeout)
+            except BaseException as exc:
+                self.last_connect_error = exc
+                raise
+            self.last_connect_error = None
+            return conn
 
     def _add_connection(self, attempt: Any, growing: bool = False) -> None:
         if attempt is None and _compat.BACKOFF_OK:

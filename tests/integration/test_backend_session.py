@@ -289,3 +289,22 @@ def test_a_pool_that_cannot_configure_names_why_it_times_out(postgres, make_db_s
     assert "plain_pool_no_such_role" in str(caught.value)
     assert "InvalidParameterValue" in str(caught.value)
     db.close()
+
+
+def test_a_pool_that_cannot_connect_names_why_it_times_out(postgres, make_db_settings):
+    """The same when the connection itself is refused (a database that does not exist
+    here; PgBouncer's max_client_conn in evidence/pgbouncer/max_client_conn.py):
+    psycopg_pool logs the error and retries, and the caller's PoolTimeout names it and
+    chains it."""
+    settings = make_db_settings(
+        postgres,
+        POSTGRES_POOL={"min_size": 1, "max_size": 2, "timeout": 1.0},
+        POSTGRES_DATABASE="plain_pool_no_such_db",
+    )
+    db = DatabaseWrapper(settings, alias="no_such_db_pooled")
+    with pytest.raises(PoolTimeout) as caught:
+        db.ensure_connection()
+    assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+    assert 'database "plain_pool_no_such_db" does not exist' in str(caught.value)
+    db.close()
+    db.close_pool()

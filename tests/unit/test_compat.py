@@ -150,7 +150,7 @@ class ConnectionPool:
         self._pool.clear()
         return conns
 
-    def _connect(self):
+    def _connect(self, timeout=None):
         conn = Connection()
         conn._pool = self
         return conn
@@ -158,6 +158,7 @@ class ConnectionPool:
     def _add_connection(self, attempt, growing=False):
         if not attempt:
             attempt = AttemptWithBackoff(timeout=1.0)
+        self._connect()
 
     def _return_connection(self, conn, from_getconn):
         self._reset_connection(conn)
@@ -222,6 +223,16 @@ def test_the_check_names_each_private_name_the_package_uses_when_it_changes(name
             ("        self._reset_connection(conn)\n", "        pass\n"),
             "reset_connection",
             "_return_connection no longer uses _reset_connection",
+        ),
+        (
+            ("    def _connect(self, timeout=None):", "    def _connect(self):"),
+            "connect_error",
+            "_connect's parameters",
+        ),
+        (
+            ("        self._connect()\n", "        pass\n"),
+            "connect_error",
+            "_add_connection no longer uses _connect",
         ),
         (
             ("    def update_delay(self, now):", "    def update_delay(self):"),
@@ -381,6 +392,7 @@ _OVERRIDE = "an override psycopg_pool calls; its shape is checked in _compat"
 ALLOWED: dict[tuple[str, str], str] = {
     ("recovering_pool.py", "_add_connection"): _OVERRIDE,
     ("recovering_pool.py", "_reset_connection"): _OVERRIDE,
+    ("recovering_pool.py", "_connect"): _OVERRIDE,
 }
 
 
