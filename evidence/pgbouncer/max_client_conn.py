@@ -48,6 +48,15 @@ the timings that depend on a backoff: psycopg_pool's recovery 1.30 and 0.72 s (i
       refused logins meanwhile: 40
       the 2 bare clients, SELECT 1: ok
       a bare client closed: a checkout gets a connection after 0.01 s
+
+Since 8a861f6 plain_pool's PoolTimeout names and chains the refused login (its pool
+records its last failed connection attempt); the same run's plain_pool lines now read:
+
+    plain_pool: 2 bare clients + 1 checkout hold 3 of 3; a 2nd checkout:
+      after 2.00 s: PoolTimeout, sqlstate None, 'no more connections allowed (max_client_conn)'
+      __cause__ OperationalError, sqlstate None, 'no more connections allowed
+        (max_client_conn)', __context__ suppressed
+      refused logins meanwhile: 41
 """
 
 from __future__ import annotations
