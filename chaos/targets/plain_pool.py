@@ -42,6 +42,7 @@ from chaos.targets.base import (
 )
 from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, _wire, pools, session_reset
 from plain_pool.health import CREATED_AT
+from plain_pool.lease import pool_key
 
 _aliases = itertools.count(1)
 #: Bounds of the fork step's parts (seconds): one empty query; os.fork() in a control
@@ -154,8 +155,8 @@ class PlainPoolSession(Session):
         refuse_broken(conn)  # a dead handout for the judge, not a leak
         fingerprint = session_fingerprint(conn)
         backend, age = _backend(conn)
-        entry = getattr(self.db, "_conn_entry", None)
-        return CheckoutResult(fingerprint, backend, age, id(entry.pool) if entry else None)
+        lease = self.db.lease
+        return CheckoutResult(fingerprint, backend, age, id(lease.pool) if lease else None)
 
     def execute(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> list[tuple]:
         with self.db.cursor() as cur:
@@ -297,8 +298,8 @@ class PlainPoolTarget(Target):
         return id(entry.pool) if entry is not None else None
 
     def _current_entry(self) -> Any:
-        # The key DatabaseWrapper._pool_key() computes, without making a wrapper.
-        key = (self.wrapper_class, self.alias, self.handler.settings(self.alias).identity())
+        # The key a wrapper's pool_handle computes, without making a wrapper.
+        key = pool_key(self.wrapper_class, self.alias, self.handler.settings(self.alias))
         entry = pools.current(key)
         if entry is not None:
             self._seen.add(entry)
@@ -321,8 +322,8 @@ class PlainPoolTarget(Target):
             conn = getattr(wrapper, "connection", None)
             if conn is None or conn.closed:
                 continue
-            entry = getattr(wrapper, "_conn_entry", None)
-            if entry is None or not any(entry is e for e in live):
+            lease = getattr(wrapper, "lease", None)
+            if lease is None or not any(lease.entry is e for e in live):
                 held += 1
         forgotten = [
             e for e in list(self._seen) if not e.pool.closed and not any(e is r for r in registered)
@@ -342,7 +343,7 @@ class PlainPoolTarget(Target):
 
     def check_pool(self, bound: float) -> None:
         def check() -> None:
-            entry = pools.current(self.handler[self.alias]._pool_key())
+            entry = self.handler[self.alias].pool_handle.entry(create=False)
             if entry is not None and not entry.pool.closed:
                 entry.pool.check()
 
@@ -427,9 +428,9 @@ class PlainPoolTarget(Target):
         lent: dict[int, int] = {}
         for request in self.requests:
             wrapper = getattr(request.session, "wrapper", None)
-            entry = getattr(wrapper, "_conn_entry", None)
-            if entry is not None and getattr(wrapper, "connection", None) is not None:
-                lent[id(entry.pool)] = lent.get(id(entry.pool), 0) + 1
+            lease = getattr(wrapper, "lease", None)
+            if lease is not None and getattr(wrapper, "connection", None) is not None:
+                lent[id(lease.pool)] = lent.get(id(lease.pool), 0) + 1
         in_flight = 0
         for entry in pools.entries():
             if entry.key[1] == self.alias and not entry.pool.closed:

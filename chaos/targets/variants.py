@@ -22,6 +22,7 @@ from plain_pool import DatabaseWrapper, _compat, health, pools, session_reset
 from plain_pool.checking_out import CheckoutPolicy
 from plain_pool.configuration import SessionConfigurer
 from plain_pool.giving_back import ReturnPolicy
+from plain_pool.lease import Lease, PoolHandle
 from plain_pool.recovering_pool import RecoveringConnectionPool
 from plain_pool.replacing import PoolReplacement
 
@@ -78,7 +79,7 @@ class PutconnToCurrentPool(DatabaseWrapper):
 
     class _ToCurrentPool(ReturnPolicy):
         def putconn(self, wrapper: Any, entry: pools.PoolEntry, conn: Any) -> None:
-            (wrapper._pool_entry(create=True) or entry).pool.putconn(conn)
+            (wrapper.pool_handle.entry() or entry).pool.putconn(conn)
 
     return_policy = _ToCurrentPool()
 
@@ -91,8 +92,11 @@ class _ConfiguresNothing(SessionConfigurer):
 class ConfigureOnlyWhenNotPooled(DatabaseWrapper):
     """Configuration only on the non-pooled path (the pool's configurer does nothing)."""
 
-    def _pool_configurer(self) -> SessionConfigurer:
-        return _ConfiguresNothing(self.settings)
+    class _ConfiguresNothingPooled(PoolHandle):
+        def configurer(self, settings: Any) -> SessionConfigurer:
+            return _ConfiguresNothing(settings)
+
+    pool_handle_class = _ConfiguresNothingPooled
 
 
 class CommitOnReturn(DatabaseWrapper):
@@ -108,14 +112,32 @@ class CommitOnReturn(DatabaseWrapper):
 class HardWiredConfiguration(DatabaseWrapper):
     """The pool configures with the base configurer: a subclass is ignored (Django #35688)."""
 
-    def _pool_configurer(self) -> SessionConfigurer:
-        return SessionConfigurer(self.settings)
+    class _BaseConfigurer(PoolHandle):
+        def configurer(self, settings: Any) -> SessionConfigurer:
+            return SessionConfigurer(settings)
+
+    pool_handle_class = _BaseConfigurer
 
 
 class SharedAcrossFork(DatabaseWrapper):
-    """No fork detection: a child uses the parent's pool and sockets."""
+    """No fork detection: a child uses the parent's pool and sockets.
 
-    fork_safe = False
+    The fork hooks skip its wrappers and pools: nothing is kept referenced across
+    the fork, the child keeps the parent's pool registered (idle sockets and all)
+    and its wrappers keep their connections until their own pid check drops them.
+    """
+
+    class _Shares(pools.ForkSafety):
+        def keep_for_child(self, wrapper: Any) -> psycopg.Connection | None:
+            return None
+
+        def take_apart(self, entry: pools.PoolEntry) -> bool:
+            return False
+
+        def drop_inherited(self, wrapper: Any) -> None:
+            pass
+
+    fork_safety = _Shares()
 
 
 class BackoffRecovery(DatabaseWrapper):
@@ -241,8 +263,11 @@ class ForkUnaware(SharedAcrossFork):
     ``connections.close_all()`` in a forked child does to the parent's sessions).
     """
 
-    def _check_fork(self) -> None:
-        pass
+    class _Unaware(SharedAcrossFork._Shares):
+        def check(self, wrapper: Any) -> None:
+            pass
+
+    fork_safety = _Unaware()
 
 
 VARIANTS[ForkUnaware.__name__] = ForkUnaware
@@ -251,20 +276,20 @@ VARIANTS[ForkUnaware.__name__] = ForkUnaware
 class SharesConnectionAcrossThreads(DatabaseWrapper):
     """A connection cached per alias, not per thread: two requests use one session."""
 
-    _shared: ClassVar[dict[str, tuple[pools.PoolEntry, psycopg.Connection]]] = {}
+    _shared: ClassVar[dict[str, Lease]] = {}
 
     def connect(self) -> None:
         shared = self._shared.get(self.alias)
-        if shared is not None and not shared[1].closed:
-            self._conn_entry, self.connection = shared
+        if shared is not None and not shared.connection.closed:
+            self.lease, self.connection = shared, shared.connection
             return
         super().connect()
-        assert self._conn_entry is not None and self.connection is not None
-        self._shared[self.alias] = (self._conn_entry, self.connection)
+        assert self.lease is not None and self.connection is not None
+        self._shared[self.alias] = self.lease
 
     def close(self) -> None:
         shared = self._shared.get(self.alias)
-        if shared is not None and shared[1] is self.connection:
+        if shared is not None and shared.connection is self.connection:
             del self._shared[self.alias]
         super().close()
 

@@ -28,7 +28,10 @@ pools' idle connections and every wrapper's connection: a ``before fork``
 hook keeps strong references to the latter, because CPython clears the
 other threads' thread-locals in the child *before* ``after_in_child`` hooks
 run, which would otherwise finalise those connections on the shared socket.
-A pid check backs the hooks up for forks that bypass ``os.fork``.
+A pid check backs the hooks up for forks that bypass ``os.fork``. Each of
+these steps is a method of :class:`ForkSafety` (a wrapper class's
+``fork_safety``, captured by the pools it creates), which a broken variant
+of the test harness replaces to show the suite catches a child that shares.
 
 Taking an inherited pool apart needs psycopg_pool's private idle deque and
 closed flag, and a connection's private pool reference: all through
@@ -55,6 +58,38 @@ if TYPE_CHECKING:
     from plain_pool.configuration import SessionConfigurer
 
 
+class ForkSafety:
+    """What a forked child does with what it inherited (see the module docstring)."""
+
+    def keep_for_child(self, wrapper: Any) -> psycopg.Connection | None:
+        """Before a fork: the wrapper's connection, referenced until the child neutralises it."""
+        return wrapper.connection
+
+    def take_apart(self, entry: PoolEntry) -> bool:
+        """In the child, a pool of the parent's: its idle connections neutralised, the pool
+        marked closed without its (absent) workers. True: the registry forgets it."""
+        pool = entry.pool
+        idle = _compat.take_idle_connections(pool)
+        # The worker threads do not exist here; mark closed so nothing
+        # (including __del__) tries to stop them or to close connections.
+        if not _compat.mark_closed_without_workers(pool) or idle is None:
+            _inherited_kept.append(pool)
+        for conn in idle or ():
+            neutralise(conn)
+        return True
+
+    def drop_inherited(self, wrapper: Any) -> None:
+        """In the child (the fork hook): the wrapper neutralises and drops its connection."""
+        wrapper._after_fork_in_child()
+
+    def check(self, wrapper: Any) -> None:
+        """On every use of a wrapper: last used in another process (a fork the hooks
+        missed), it drops what it holds."""
+        if wrapper._pid != os.getpid():
+            _check_pid()
+            wrapper._after_fork_in_child()
+
+
 @dataclass(eq=False)
 class PoolEntry:
     """A pool plus what the backend needs to know about it."""
@@ -63,7 +98,8 @@ class PoolEntry:
     key: Hashable
     #: The zone in the pool's startup options: what DISCARD ALL resets to.
     zone: str
-    fork_safe: bool = True
+    #: The creating wrapper class's fork safety: what a forked child does with this pool.
+    fork_safety: ForkSafety = field(default_factory=ForkSafety, repr=False)
     pid: int = field(default_factory=os.getpid)
     #: Backend counters: checks_failed, drains, resets, reset_failures.
     counters: Counter[str] = field(default_factory=Counter)
@@ -176,10 +212,9 @@ def neutralise(conn: psycopg.Connection) -> None:
 def _before_fork() -> None:
     _fork_stash.clear()
     for wrapper in list(_wrappers):
-        if getattr(wrapper, "fork_safe", True):
-            conn = getattr(wrapper, "connection", None)
-            if conn is not None:
-                _fork_stash.append(conn)
+        conn = wrapper.fork_safety.keep_for_child(wrapper)
+        if conn is not None:
+            _fork_stash.append(conn)
 
 
 def _after_fork_parent() -> None:
@@ -199,20 +234,10 @@ def _forget_inherited() -> None:
         neutralise(conn)
     _fork_stash.clear()
     for key, entry in list(_entries.items()):
-        if not entry.fork_safe or entry.pid == _pid:
-            continue
-        del _entries[key]
-        pool = entry.pool
-        idle = _compat.take_idle_connections(pool)
-        # The worker threads do not exist here; mark closed so nothing
-        # (including __del__) tries to stop them or to close connections.
-        if not _compat.mark_closed_without_workers(pool) or idle is None:
-            _inherited_kept.append(pool)
-        for conn in idle or ():
-            neutralise(conn)
+        if entry.pid != _pid and entry.fork_safety.take_apart(entry):
+            del _entries[key]
     for wrapper in list(_wrappers):
-        if getattr(wrapper, "fork_safe", True):
-            wrapper._after_fork_in_child()
+        wrapper.fork_safety.drop_inherited(wrapper)
 
 
 def _check_pid() -> None:

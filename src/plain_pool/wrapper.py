@@ -11,6 +11,11 @@ Sessions are configured by a :class:`~plain_pool.configuration.SessionConfigurer
 (``configurer_class``) on every path - new pooled connection, after each
 reset, non-pooled ``init_connection_state`` - so a subclass of it is always
 honoured (Django #35688).
+
+The pool side lives in lease.py: the wrapper's ``pool_handle`` finds or
+creates the alias's pool and checks out a :class:`~plain_pool.lease.Lease`
+(the connection and the pool it goes back to), which the wrapper holds as
+``lease`` until ``close()`` gives it back.
 """
 
 from __future__ import annotations
@@ -24,24 +29,21 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg import sql
 
-from plain_pool import health, pools
+from plain_pool import pools
 from plain_pool.checking_out import CheckoutPolicy
 from plain_pool.configuration import SessionConfigurer
 from plain_pool.exceptions import (
     ConnectionClosedInAtomicBlock,
-    ImproperlyConfigured,
     ServerSideCursorsDisabled,
     TransactionManagementError,
 )
 from plain_pool.giving_back import ReturnPolicy
+from plain_pool.lease import Lease, PoolHandle
 from plain_pool.replacing import PoolReplacement
 from plain_pool.settings import DatabaseSettings
 from plain_pool.transactions import Atomic
 
 logger = logging.getLogger("plain_pool")
-
-#: Counters every pool_stats() includes (zero when nothing happened).
-BACKEND_COUNTERS = ("checks_failed", "drains", "resets", "reset_failures")
 
 
 class SettingsRef:
@@ -74,8 +76,10 @@ class DatabaseWrapper:
     #: (psycopg_pool's, with a short reconnection backoff), imported with the first pool
     #: so that plain_pool imports without psycopg_pool (non-pooled mode).
     pool_class: ClassVar[type[Any] | None] = None
-    #: Whether a forked child forgets this wrapper's pools and connections (pools.py).
-    fork_safe: ClassVar[bool] = True
+    #: What a forked child does with the pools and connections it inherited (pools.py).
+    fork_safety: ClassVar[pools.ForkSafety] = pools.ForkSafety()
+    #: The pool side: registry entry, checkout, close, stats (lease.py).
+    pool_handle_class: ClassVar[type[PoolHandle]] = PoolHandle
 
     def __init__(
         self,
@@ -86,9 +90,12 @@ class DatabaseWrapper:
     ) -> None:
         self.alias = alias
         self._settings_ref = settings_ref or SettingsRef(DatabaseSettings.coerce(settings))
+        #: The alias's pool as this wrapper's class makes and uses it.
+        self.pool_handle = self.pool_handle_class(type(self), alias, self._settings_ref)
+        #: The connection in use (Django's attribute); pooled: ``lease.connection``.
         self.connection: psycopg.Connection | None = None
-        #: The pool entry the current connection came from (None: not pooled).
-        self._conn_entry: pools.PoolEntry | None = None
+        #: What the pool lent: the connection and the pool it goes back to (None: not pooled).
+        self.lease: Lease | None = None
         self._pid = os.getpid()
         self._thread_ident = threading.get_ident()
         self._savepoint_count = 0
@@ -120,122 +127,34 @@ class DatabaseWrapper:
     # -- configuration -------------------------------------------------------------
     def init_connection_state(self) -> None:
         """Configure a non-pooled connection; pooled ones were configured by the pool."""
-        if self._conn_entry is None and self.connection is not None:
+        if self.lease is None and self.connection is not None:
             self.configurer_class(self.settings).configure(self.connection)
 
-    def _pool_configurer(self) -> SessionConfigurer:
-        """The configurer a new pool captures: frozen at the settings it is made for."""
-        return self.configurer_class(self.settings)
-
     # -- the pool -----------------------------------------------------------------
-    def _pool_key(self) -> tuple[Any, ...]:
-        return (type(self), self.alias, self.settings.identity())
-
-    def _create_pool_entry(self) -> pools.PoolEntry:
-        s = self.settings
-        if s.pool is None:
-            raise ImproperlyConfigured("POSTGRES_POOL is not enabled")
-        configurer = self._pool_configurer()
-        options = {k: v for k, v in s.pool.items() if k != "check"}
-        options.setdefault("name", f"plain_pool-{self.alias}")
-
-        created: list[pools.PoolEntry] = []  # the entry, once made (the callback needs it)
-
-        def configure_new_connection(conn: psycopg.Connection) -> None:
-            """The pool's ``configure`` callback (runs in a pool worker thread)."""
-            health.stamp_created(conn)
-            try:
-                configurer.configure(conn)
-            except BaseException as exc:
-                if created:
-                    created[0].last_setup_error = exc
-                raise
-            if created:
-                created[0].last_setup_error = None
-
-        pool_class = self.pool_class
-        if pool_class is None:
-            from plain_pool.recovering_pool import RecoveringConnectionPool as pool_class
-        pool = pool_class(
-            conninfo="",
-            kwargs=configurer.connect_kwargs(),
-            open=False,
-            configure=configure_new_connection,
-            check=self.checkout_policy.pool_check(s),
-            **options,
-        )
-        entry = pools.PoolEntry(
-            pool=pool,
-            key=self._pool_key(),
-            zone=configurer.zone,
-            fork_safe=self.fork_safe,
-            configurer=configurer,
-        )
-        created.append(entry)
-        return entry
-
-    def _pool_entry(self, create: bool = True) -> pools.PoolEntry | None:
-        if not self.pooled:
-            return None
-        if create:
-            return pools.get_or_create(self._pool_key(), self._create_pool_entry)
-        return pools.current(self._pool_key())
-
     @property
     def pool(self) -> Any:
         """The alias's current pool (created lazily, opened on first checkout), or None."""
-        entry = self._pool_entry(create=True)
+        entry = self.pool_handle.entry(create=True)
         return entry.pool if entry is not None else None
-
-    def _get_pooled_connection(self) -> tuple[pools.PoolEntry, psycopg.Connection]:
-        from psycopg_pool import PoolClosed
-
-        retried = False
-        while True:
-            entry = self._pool_entry(create=True)
-            assert entry is not None
-            try:
-                if entry.pool.closed:
-                    entry.pool.open()
-                return entry, self.checkout_policy.checkout(entry, self.settings)
-            except PoolClosed:
-                # Another thread swapped the pool between our lookup and use:
-                # retry once with the new one. A closed pool still registered
-                # (closed but not forgotten: every later checkout would fail) is an error.
-                if retried or pools.current(entry.key) is entry:
-                    raise
-                retried = True
 
     def close_pool(self) -> None:
         """Close the alias's pool and forget it: the next use creates a new one."""
-        entry = self._pool_entry(create=False)
-        if entry is not None:
-            self.replacement.retire(entry)
+        self.pool_handle.close()
 
     def pool_stats(self) -> dict[str, int]:
         """psycopg_pool's get_stats() plus the backend's own counters."""
-        entry = self._pool_entry(create=False) or self._conn_entry
-        stats: dict[str, int] = dict.fromkeys(BACKEND_COUNTERS, 0)
-        if entry is not None:
-            stats.update(entry.pool.get_stats())
-            stats.update(entry.counters)
-        return stats
+        return self.pool_handle.stats(self.lease)
 
     # -- connection lifecycle ---------------------------------------------------
-    def _check_fork(self) -> None:
-        if self._pid != os.getpid():
-            pools._check_pid()
-            self._after_fork_in_child()
-
     def _after_fork_in_child(self) -> None:
-        """Drop (after neutralising) a connection inherited from the parent."""
+        """Drop (after neutralising) a connection inherited from the parent (``fork_safety``)."""
         if self._pid == os.getpid():
             return
         conn = self.connection
         if conn is not None:
             pools.neutralise(conn)
         self.connection = None
-        self._conn_entry = None
+        self.lease = None
         if self.in_atomic_block:
             self.closed_in_transaction = True
             self.needs_rollback = True
@@ -248,15 +167,15 @@ class DatabaseWrapper:
                 "Cannot open a new connection in an atomic block: "
                 "the connection was closed inside it"
             )
-        self._check_fork()
+        self.fork_safety.check(self)
         s = self.settings
         if s.pooled:
-            entry, conn = self._get_pooled_connection()
-            self._conn_entry = entry
+            lease = self.lease = self.pool_handle.checkout()
+            conn = lease.connection
             self.close_at = monotonic()  # CONN_MAX_AGE is 0 with a pool
         else:
             conn = psycopg.Connection.connect(**self.configurer_class(s).connect_kwargs())
-            self._conn_entry = None
+            self.lease = None
             age = s.conn_max_age
             self.close_at = None if age is None else monotonic() + age
         self.connection = conn
@@ -271,7 +190,7 @@ class DatabaseWrapper:
             raise
 
     def ensure_connection(self) -> psycopg.Connection:
-        self._check_fork()
+        self.fork_safety.check(self)
         if self.connection is None:
             self.connect()
         assert self.connection is not None
@@ -279,25 +198,22 @@ class DatabaseWrapper:
 
     def close(self) -> None:
         """Return the connection to its pool (after a reset) or close it."""
-        self._check_fork()
-        if self.connection is None:
+        self.fork_safety.check(self)
+        conn = self.connection
+        if conn is None:
             return
         try:
-            self._close()
+            lease = self.lease
+            if lease is None:
+                conn.close()
+            else:
+                lease.give_back(self)
         finally:
             if self.in_atomic_block:
                 self.closed_in_transaction = True
                 self.needs_rollback = True
             self.connection = None
-            self._conn_entry = None
-
-    def _close(self) -> None:
-        conn, entry = self.connection, self._conn_entry
-        assert conn is not None
-        if entry is None:
-            conn.close()
-        else:
-            self.return_policy.give_back(self, conn, entry)
+            self.lease = None
 
     # -- time zone ------------------------------------------------------------
     def ensure_timezone(self) -> bool:
@@ -308,12 +224,7 @@ class DatabaseWrapper:
         this wrapper holds. A connection held by another thread goes back to
         its own (closed) pool, which closes it.
         """
-        zone = self.timezone_name
-        changed = False
-        entry = self._pool_entry(create=False)
-        if entry is not None and entry.zone != zone:
-            self.replacement.on_timezone_change(entry)
-            changed = True
+        changed = self.pool_handle.replace_for_zone(self.timezone_name)
         conn = self.connection
         if conn is not None and not conn.closed:
             changed = self.configurer_class(self.settings).configure_timezone(conn) or changed
@@ -324,7 +235,7 @@ class DatabaseWrapper:
         """Non-pooled: check a reused persistent connection once per request."""
         if (
             self.connection is None
-            or self._conn_entry is not None
+            or self.lease is not None
             or not self.settings.conn_health_checks
             or self.health_check_done
         ):
