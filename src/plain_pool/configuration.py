@@ -49,6 +49,10 @@ class SessionConfigurer:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
+        # What the session must report, as libpq reports it (on every checkout's path).
+        self._zone_reported = self.zone.encode()
+        name = settings.options.get("application_name")
+        self._application_name = str(name) if name else None
 
     @property
     def zone(self) -> str:
@@ -100,10 +104,10 @@ class SessionConfigurer:
         self, conn: psycopg.Connection, *, session_zone: str | None = None
     ) -> bool:
         """SET TIME ZONE when the session's zone differs. Return True if sent."""
-        current = (
-            session_zone if session_zone is not None else conn.info.parameter_status("TimeZone")
-        )
-        if current == self.zone:
+        if session_zone is not None:
+            if session_zone == self.zone:
+                return False
+        elif conn.pgconn.parameter_status(b"TimeZone") == self._zone_reported:
             return False
         execute_outside_transactions(
             conn, sql.SQL("SET TIME ZONE {}").format(sql.Literal(self.zone))
@@ -121,14 +125,14 @@ class SessionConfigurer:
         pipeline the reported value predates the reset: it is always sent there
         (no extra round trip). Return True if sent.
         """
-        name = self.settings.options.get("application_name")
-        if not name:
+        name = self._application_name
+        if name is None:
             return False
         in_pipeline = conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
         if not in_pipeline and conn.info.parameter_status("application_name") == name:
             return False
         execute_outside_transactions(
-            conn, sql.SQL("SET application_name = {}").format(sql.Literal(str(name)))
+            conn, sql.SQL("SET application_name = {}").format(sql.Literal(name))
         )
         return True
 
