@@ -59,18 +59,34 @@ def markdown(matrix: Mapping[str, Any]) -> str:
         reasons.setdefault(reason.split(": ", 1)[-1], []).append(f"`{target}`")
     for reason, targets in reasons.items():
         lines.append(f"Not run: {', '.join(targets)} ({_escape(reason)}).")
+    lines += _not_applicable(matrix, shown)
     lines += _why(matrix, shown)
     return "\n".join(lines) + "\n"
 
 
+def _not_applicable(matrix: Mapping[str, Any], shown: list[str]) -> list[str]:
+    """The n/a cells, one line per row and reason, naming the targets it applies to."""
+    titles = {p["name"]: p.get("title", p["name"]) for p in matrix.get("properties", [])}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for cell in matrix.get("cells", []):
+        if cell["target"] in shown and cell["verdict"] == "na":
+            why = cell.get("reason") or cell["detail"]
+            groups.setdefault((cell["property"], why), []).append(f"`{cell['target']}`")
+    lines = [
+        f"n/a: {_escape(titles.get(prop, prop))} for {', '.join(targets)} ({_escape(why)})."
+        for (prop, why), targets in groups.items()
+    ]
+    return ["", *lines] if lines else []
+
+
 def _why(matrix: Mapping[str, Any], shown: list[str]) -> list[str]:
-    """Per target, its FAIL and n/a rows grouped by their reason (the expected file's)."""
+    """Per target, its FAIL rows grouped by their reason (the expected file's)."""
     titles = {p["name"]: p.get("title", p["name"]) for p in matrix.get("properties", [])}
     out: list[str] = []
     for target in shown:
         groups: dict[str, list[str]] = {}
         for cell in matrix.get("cells", []):
-            if cell["target"] == target and cell["verdict"] in ("fail", "na"):
+            if cell["target"] == target and cell["verdict"] == "fail":
                 why = cell.get("reason") or cell["detail"]
                 groups.setdefault(why, []).append(titles.get(cell["property"], cell["property"]))
         if not groups:
