@@ -8,6 +8,7 @@ The checkout must read what the session reports after the reset and configure wh
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -68,11 +69,12 @@ def test_the_zone_survives_the_reset_when_the_pooler_drops_startup_options(bounc
 
 
 def test_a_half_open_server_hop_ends_the_checkout_in_the_pools_timeout(
-    pgbouncer_factory: Any, postgres: Any, tcp_proxy_factory: Any
+    pgbouncer_factory: Any, postgres: Any, tcp_proxy_factory: Any, caplog: Any
 ) -> None:
     """Behind PgBouncer every checkout SETs the zone again (the reset went back to the
     server's), so that statement must give up at the checkout's deadline: it waited for
     CONFIGURE_TIMEOUT (2 s) past a pool timeout of 1 s before."""
+    caplog.set_level(logging.INFO, logger="plain_pool")
     server_hop = tcp_proxy_factory(postgres.host, postgres.port)
     bouncer = pgbouncer_factory(
         postgres,
@@ -93,7 +95,7 @@ def test_a_half_open_server_hop_ends_the_checkout_in_the_pools_timeout(
     try:
         db.cursor().execute("SELECT 1")
         db.close()  # DISCARD ALL sent: the next checkout reads it, then SETs the zone
-        time.sleep(0.2)  # the reset's answer is in: only the configuration meets the fault
+        _wait_until_idle(bouncer)  # the reset's answer is in: only the SET meets the fault
         nemesis.apply(HalfOpen())
         started = time.monotonic()
         with pytest.raises(PoolTimeout):
@@ -104,3 +106,16 @@ def test_a_half_open_server_hop_ends_the_checkout_in_the_pools_timeout(
         db.close()
         pools.close_all()
     assert took < timeout + 0.5, f"the checkout took {took:.2f} s (pool timeout {timeout} s)"
+    assert "no answer to the session configuration" in caplog.text  # the SET is what timed out
+
+
+def _wait_until_idle(bouncer: Any, within: float = 5.0) -> None:
+    """Until PgBouncer links no server connection to a client (``SHOW POOLS``): the
+    ``DISCARD ALL`` sent on return has been answered and passed on."""
+    give_up = time.monotonic() + within
+    while True:
+        pools = [p for p in bouncer.show("pools") if p["database"] != "pgbouncer"]
+        if not any(int(p["sv_active"]) or int(p["cl_waiting"]) for p in pools):
+            return
+        assert time.monotonic() < give_up, f"PgBouncer still busy after {within} s: {pools}"
+        time.sleep(0.005)
