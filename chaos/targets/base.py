@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from chaos.machines.model import Backend, SettingsValue
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from chaos.targets.forking import ChildReport
 
 T = TypeVar("T")
+#: The client type a target hands the scenarios (its own wrapper, or a :class:`Client`).
+ClientT = TypeVar("ClientT")
 
 
 class StepTimeout(Exception):
@@ -348,17 +350,17 @@ class ConnectionClient:
             give_back(conn)
 
 
-class ThreadClients:
+class ThreadClients(Generic[ClientT]):
     """One :class:`Client` per thread (made by ``make`` on first use), and all of them
     for :meth:`close_all`: a target's ``thread_client()`` is usually ``self.clients.get()``."""
 
-    def __init__(self, make: Callable[[], Client]) -> None:
+    def __init__(self, make: Callable[[], ClientT]) -> None:
         self._make = make
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[Client] = []
+        self._all: list[ClientT] = []
 
-    def get(self) -> Client:
+    def get(self) -> ClientT:
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = self._make()
@@ -470,3 +472,37 @@ class Target(abc.ABC):
         ``ending`` says and reports; the parent waits at most ``bound`` (+ a grace) and
         reaps it. ``parent_pids``: the parent's sessions (the child reports using one)."""
         raise NotImplementedError
+
+
+class ThreadedTarget(Target, Generic[ClientT]):
+    """A target whose requests each run on a :class:`RequestThread` (``requests``, appended
+    by ``open_request``) and whose scenario clients are one per thread (``clients``).
+
+    Every such target hands out and ends those the same way, so that lives here once;
+    what each system closes after them (pools, engines, PgBouncer) stays in its ``close()``.
+    """
+
+    requests: list[TargetRequest]
+    clients: ThreadClients[ClientT]
+
+    def thread_client(self) -> ClientT:
+        """This thread's client for the fault scenarios (:class:`Client`)."""
+        return self.clients.get()
+
+    def stop_requests(self) -> None:
+        """The first half of ``close()``: the scenario clients give back what they hold,
+        then every request's thread is told to end, without waiting (one stuck under a
+        fault stays blocked; what it holds is closed by the rest of ``close()``)."""
+        self.clients.close_all()
+        for request in self.requests:
+            with contextlib.suppress(Exception):
+                request.thread.stop(0.0)
+
+    def close_session_connections(self) -> None:
+        """Close the connection each request's session still holds as ``session.conn``
+        (a stuck request's: its thread never gave it back), for sessions that keep one."""
+        for request in self.requests:
+            conn = getattr(request.session, "conn", None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()

@@ -103,10 +103,10 @@ from chaos.targets.base import (
     ControlThreads,
     Session,
     SessionCapacity,
-    Target,
     TargetOptions,
     TargetRequest,
     ThreadClients,
+    ThreadedTarget,
 )
 from chaos.targets.registry import TargetUnavailable, UnsupportedOption
 
@@ -407,7 +407,7 @@ class DjangoClient:
             request_finished.send(sender=DjangoClient)
 
 
-class DjangoTarget(Target):
+class DjangoTarget(ThreadedTarget[DjangoClient]):
     """Django's postgresql backend for one alias; see the module docstring."""
 
     #: With OPTIONS["pool"] (else persistent connections, CONN_MAX_AGE > 0).
@@ -662,16 +662,9 @@ class DjangoTarget(Target):
         self._clients.append(client)  # list.append is atomic: clients are made in many threads
         return client
 
-    def thread_client(self) -> DjangoClient:
-        """This thread's client for the fault scenarios (chaos.targets.base.Client)."""
-        return self.clients.get()  # type: ignore[return-value]
-
     # -- cleanup ---------------------------------------------------------------
     def close(self) -> None:
-        self.clients.close_all()
-        for request in self.requests:
-            with contextlib.suppress(Exception):
-                request.thread.stop(0.0)
+        self.stop_requests()
         for conn in self._held():  # a request stuck or never finished: its thread is gone
             with contextlib.suppress(Exception):
                 pool = getattr(conn, "_pool", None)

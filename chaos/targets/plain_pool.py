@@ -35,10 +35,10 @@ from chaos.targets.base import (
     Session,
     SessionCapacity,
     StepTimeout,
-    Target,
     TargetOptions,
     TargetRequest,
     ThreadClients,
+    ThreadedTarget,
 )
 from plain_pool import ConnectionHandler, DatabaseWrapper, _compat, _wire, pools, session_reset
 from plain_pool.health import CREATED_AT
@@ -196,7 +196,7 @@ class PlainPoolSession(Session):
         return self.db.connection is not None
 
 
-class PlainPoolTarget(Target):
+class PlainPoolTarget(ThreadedTarget[DatabaseWrapper]):
     """plain_pool (or one of its broken variants) behind the fault proxy."""
 
     def __init__(
@@ -375,20 +375,13 @@ class PlainPoolTarget(Target):
             db.close()
 
     # -- scenarios -------------------------------------------------------------
-    def thread_client(self) -> DatabaseWrapper:
-        """This thread's wrapper of the alias (plain_pool's own per-thread client)."""
-        return self.clients.get()  # type: ignore[return-value]
-
     def pool_counters(self) -> dict[str, int]:
         """psycopg_pool's counters plus the backend's own (checks failed, resets failed)."""
         return dict(self.thread_client().pool_stats() or {})
 
     # -- cleanup ---------------------------------------------------------------
     def close(self) -> None:
-        self.clients.close_all()
-        for request in self.requests:
-            with contextlib.suppress(Exception):
-                request.thread.stop(0.0)
+        self.stop_requests()
         with contextlib.suppress(StepTimeout, Exception):
             self.control.call(self.handler.close_all, 5.0)
         self.control.stop(1.0)

@@ -83,10 +83,10 @@ from chaos.targets.base import (
     ControlThreads,
     Session,
     SessionCapacity,
-    Target,
     TargetOptions,
     TargetRequest,
     ThreadClients,
+    ThreadedTarget,
 )
 from chaos.targets.plain_pool import OVERRIDE_SQL
 from chaos.targets.registry import UnsupportedOption
@@ -185,7 +185,7 @@ class PsycopgPoolSession(Session):
         return self.conn is not None
 
 
-class PsycopgPoolTarget(Target):
+class PsycopgPoolTarget(ThreadedTarget[ConnectionClient]):
     """psycopg_pool's ConnectionPool behind the fault proxy (see the module docstring)."""
 
     #: Whether the pool gets psycopg_pool's check (None: as ``TargetOptions.health_checks``).
@@ -404,15 +404,23 @@ class PsycopgPoolTarget(Target):
     def expected_fingerprint(self, settings: SettingsValue) -> Any:
         """A fresh connection from a fresh pool of one, same configure and kwargs, straight
         to the server (no proxy), under an application_name of its own."""
-        pool = self._build(
+        return self._fingerprint_pool_of_one(
             settings,
             conninfo=self._conninfo(self.server.host, self.server.port),
             kwargs=self._kwargs(application_name=None),
+        )
+
+    def _fingerprint_pool_of_one(self, settings: SettingsValue, **overrides: Any) -> Any:
+        """The first connection's fingerprint from a fresh pool of one with no check
+        (``_build``'s other parameters, ``overrides`` over them), closed after."""
+        pool = self._build(
+            settings,
             min_size=1,
             max_size=1,
             timeout=EXPECTED_TIMEOUT,
             check=None,
             name=f"{self.application_name}-expected",
+            **overrides,
         )
         try:
             conn = pool.getconn()
@@ -428,27 +436,16 @@ class PsycopgPoolTarget(Target):
         pool = self.pool()
         return pool.getconn(), pool.putconn
 
-    def thread_client(self) -> ConnectionClient:
-        """This thread's client for the fault scenarios (chaos.targets.base.Client)."""
-        return self.clients.get()  # type: ignore[return-value]
-
     # -- cleanup ---------------------------------------------------------------------------
     def close(self) -> None:
-        self.clients.close_all()
-        for request in self.requests:
-            with contextlib.suppress(Exception):
-                request.thread.stop(0.0)
+        self.stop_requests()
         self.control.stop(1.0)
         with self._lock:
             pools, self._pool = list(self._pools), None
         for pool in pools:
             with contextlib.suppress(Exception):
                 pool.close(timeout=1.0)
-        for request in self.requests:  # connections still on loan (a stuck request's)
-            conn = getattr(request.session, "conn", None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+        self.close_session_connections()  # still on loan (a stuck request's)
 
 
 class PsycopgPoolNoCheckTarget(PsycopgPoolTarget):
