@@ -50,7 +50,6 @@ transaction is then ``na``; in a machine the judge reports the refusal).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
@@ -77,9 +76,10 @@ from chaos.targets.base import (
     TargetOptions,
     TargetRequest,
     ThreadClients,
+    ThreadedTarget,
 )
 from chaos.targets.plain_pool import OVERRIDE_SQL, PlainPoolTarget, settings_dict
-from chaos.targets.psycopg_pool import EXPECTED_TIMEOUT, PsycopgPoolTarget
+from chaos.targets.psycopg_pool import PsycopgPoolTarget
 from chaos.targets.registry import UnsupportedOption
 from plain_pool import DatabaseWrapper
 
@@ -154,7 +154,7 @@ class PgBouncerSession(Session):
         return self.conn is not None
 
 
-class PgBouncerTarget(Target):
+class PgBouncerTarget(ThreadedTarget[ConnectionClient]):
     """A non-pooled app through PgBouncer in ``pool_mode`` (see the module docstring)."""
 
     pool_mode: ClassVar[str] = "session"
@@ -184,16 +184,7 @@ class PgBouncerTarget(Target):
         self.settings = SettingsValue()
         self.number = next(_numbers)
         self.application_name = unique_application_name(f"pgb{self.pool_mode[:4]}{self.number}")
-        self.bouncer = PgBouncer(
-            server,
-            pool_mode=self.pool_mode,
-            server_host=host,
-            server_port=port,
-            pool_size=options.max_size,
-            settings=self._bouncer_settings(options),
-            aliases={EXPECTED_DB: getattr(server, "dbname", "postgres")},
-        )
-        self.bouncer.start()
+        self.bouncer = _start_bouncer(server, host, port, options, pool_mode=self.pool_mode)
         self.client_address = _client_address(self.bouncer, options)
         self.requests: list[TargetRequest] = []
         self.control = ControlThreads(f"{self.application_name}-control")
@@ -339,19 +330,10 @@ class PgBouncerTarget(Target):
     def _lend(self) -> tuple[psycopg.Connection, Callable[[psycopg.Connection], None]]:
         return self.connect(self.settings), psycopg.Connection.close
 
-    def thread_client(self) -> ConnectionClient:
-        return self.clients.get()  # type: ignore[return-value]
-
     # -- cleanup ---------------------------------------------------------------------------
     def close(self) -> None:
-        self.clients.close_all()
-        for request in self.requests:
-            with contextlib.suppress(Exception):
-                request.thread.stop(0.0)
-            conn = getattr(request.session, "conn", None)
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+        self.stop_requests()
+        self.close_session_connections()
         self.control.stop(1.0)
         self.bouncer.close()
 
@@ -377,10 +359,14 @@ class PgBouncerStatementTarget(PgBouncerTarget):
 # unchanged) pointed at a PgBouncer the target starts, as the PgBouncer targets do.
 
 
-def _start_transaction_bouncer(server: Any, host: str, port: int, options: Any) -> PgBouncer:
+def _start_bouncer(
+    server: Any, host: str, port: int, options: TargetOptions, *, pool_mode: str
+) -> PgBouncer:
+    """A PgBouncer in ``pool_mode`` in front of ``host``/``port``, the app's pool options
+    mapped to its own (module docstring), with the expected-fingerprint alias."""
     bouncer = PgBouncer(
         server,
-        pool_mode="transaction",
+        pool_mode=pool_mode,
         server_host=host,
         server_port=port,
         pool_size=options.max_size,
@@ -407,20 +393,24 @@ def _refuse_prepared(name: str, options: TargetOptions) -> None:
         )
 
 
-class HybridPsycopgPoolTarget(PsycopgPoolTarget):
-    """Bare psycopg_pool (getconn/putconn, configure, check) in front of PgBouncer
-    transaction mode; connections log in as the PgBouncer role (scram-sha-256)."""
+class TransactionBouncerFront(Target):
+    """The hybrids' shared part, mixed in before the app pool's target: start a
+    transaction-mode PgBouncer, build the app pool's target pointed at it (or at the
+    client-hop proxy), close both; the bouncer is closed if the app target fails to build."""
+
+    bouncer: PgBouncer
 
     @classmethod
     def unavailable(cls) -> str | None:
         return unavailable()
 
     def __init__(self, *, server: Any, host: str, port: int, options: TargetOptions) -> None:
-        _refuse_prepared("hybrid-psycopg_pool", options)
-        self.bouncer = _start_transaction_bouncer(server, host, port, options)
+        self.bouncer = _start_bouncer(server, host, port, options, pool_mode="transaction")
         try:
             client_host, client_port = _client_address(self.bouncer, options)
-            super().__init__(server=server, host=client_host, port=client_port, options=options)
+            super().__init__(  # type: ignore[call-arg]  # the app pool's target, by the MRO
+                server=server, host=client_host, port=client_port, options=options
+            )
         except BaseException:
             self.bouncer.close()
             raise
@@ -428,6 +418,21 @@ class HybridPsycopgPoolTarget(PsycopgPoolTarget):
         self.description = (
             f"{self.description} -> PgBouncer {self.bouncer.version} pool_mode=transaction"
         )
+
+    def close(self) -> None:
+        try:
+            super().close()  # type: ignore[safe-super]  # the app pool's target, by the MRO
+        finally:
+            self.bouncer.close()
+
+
+class HybridPsycopgPoolTarget(TransactionBouncerFront, PsycopgPoolTarget):
+    """Bare psycopg_pool (getconn/putconn, configure, check) in front of PgBouncer
+    transaction mode; connections log in as the PgBouncer role (scram-sha-256)."""
+
+    def __init__(self, *, server: Any, host: str, port: int, options: TargetOptions) -> None:
+        _refuse_prepared("hybrid-psycopg_pool", options)
+        super().__init__(server=server, host=host, port=port, options=options)
 
     def _conninfo(self, host: str, port: int, dbname: str | None = None) -> str:
         return make_conninfo(
@@ -447,29 +452,9 @@ class HybridPsycopgPoolTarget(PsycopgPoolTarget):
         SETs it on the server session)."""
         self.bouncer.kill(EXPECTED_DB)
         self.bouncer.resume(EXPECTED_DB)
-        pool = self._build(
-            settings,
-            conninfo=self._conninfo(self.bouncer.host, self.bouncer.port, EXPECTED_DB),
-            min_size=1,
-            max_size=1,
-            timeout=EXPECTED_TIMEOUT,
-            check=None,
-            name=f"{self.application_name}-expected",
+        return self._fingerprint_pool_of_one(
+            settings, conninfo=self._conninfo(self.bouncer.host, self.bouncer.port, EXPECTED_DB)
         )
-        try:
-            conn = pool.getconn()
-            try:
-                return session_fingerprint(conn)
-            finally:
-                pool.putconn(conn)
-        finally:
-            pool.close()
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.bouncer.close()
 
 
 def _through(d: dict[str, Any], bouncer: PgBouncer) -> dict[str, Any]:
@@ -482,13 +467,9 @@ def _through(d: dict[str, Any], bouncer: PgBouncer) -> dict[str, Any]:
     }
 
 
-class HybridPlainPoolTarget(PlainPoolTarget):
+class HybridPlainPoolTarget(TransactionBouncerFront, PlainPoolTarget):
     """plain_pool (reset on return, configure on every checkout) in front of PgBouncer
     transaction mode; connections log in as the PgBouncer role (scram-sha-256)."""
-
-    @classmethod
-    def unavailable(cls) -> str | None:
-        return unavailable()
 
     def __init__(self, *, server: Any, host: str, port: int, options: TargetOptions) -> None:
         _refuse_prepared("hybrid-plain_pool", options)
@@ -496,17 +477,7 @@ class HybridPlainPoolTarget(PlainPoolTarget):
             raise UnsupportedOption(
                 "hybrid-plain_pool", "variant", "plain_pool's own canaries run on plain_pool"
             )
-        self.bouncer = _start_transaction_bouncer(server, host, port, options)
-        try:
-            client_host, client_port = _client_address(self.bouncer, options)
-            super().__init__(server=server, host=client_host, port=client_port, options=options)
-        except BaseException:
-            self.bouncer.close()
-            raise
-        self.cache_key = ("hybrid", self.cache_key, self.application_name)
-        self.description = (
-            f"{self.description} -> PgBouncer {self.bouncer.version} pool_mode=transaction"
-        )
+        super().__init__(server=server, host=host, port=port, options=options)
 
     def _settings_dict(self, settings: SettingsValue, *, pooled: bool = True) -> dict:
         return _through(super()._settings_dict(settings, pooled=pooled), self.bouncer)
@@ -531,9 +502,3 @@ class HybridPlainPoolTarget(PlainPoolTarget):
             return session_fingerprint(db.ensure_connection())
         finally:
             db.close()
-
-    def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self.bouncer.close()
