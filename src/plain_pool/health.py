@@ -126,10 +126,11 @@ def setup_failure(entry: PoolEntry) -> BaseException | None:
     return getattr(entry.pool, "last_connect_error", None) or entry.last_setup_error
 
 
-def _timed_out(entry: PoolEntry, timeout: float, timeout_class: type[Exception]) -> Exception:
+def _timed_out(
+    timeout: float, timeout_class: type[Exception], failure: BaseException | None
+) -> Exception:
     """The checkout's PoolTimeout, naming the pool's last setup failure when there is one."""
     message = f"couldn't get a connection after {timeout:.2f} sec"
-    failure = setup_failure(entry)
     if failure is not None:
         cause = redact(str(failure).strip().splitlines()[0] if str(failure).strip() else "")
         message += (
@@ -207,11 +208,13 @@ def checkout(
     while True:
         remaining = deadline - monotonic()
         if remaining <= 0:
-            raise _timed_out(entry, timeout, PoolTimeout) from setup_failure(entry)
+            failure = setup_failure(entry)  # read once: the pool may clear it meanwhile
+            raise _timed_out(timeout, PoolTimeout, failure) from failure
         try:
             conn = pool.getconn(timeout=remaining)
         except PoolTimeout:
-            raise _timed_out(entry, timeout, PoolTimeout) from setup_failure(entry)
+            failure = setup_failure(entry)
+            raise _timed_out(timeout, PoolTimeout, failure) from failure
         fresh: bool | None = None
         if finish_reset is not None:
             try:

@@ -81,11 +81,6 @@ class PoolHandle:
         #: The settings the key was last computed for, and that key.
         self._keyed: tuple[DatabaseSettings | None, Hashable] = (None, None)
 
-    @property
-    def key(self) -> Hashable:
-        """The registry key for the current settings."""
-        return pool_key(self.owner, self.alias, self._ref.current)
-
     def entry(self, create: bool = True) -> pools.PoolEntry | None:
         """The alias's registered pool entry (made if missing and ``create``); None: not pooled."""
         settings = self._ref.current
