@@ -81,6 +81,7 @@ from psycopg.pq import TransactionStatus
 from chaos.faults.connect import CHAOS_TIMEOUTS
 from chaos.fingerprint import session_fingerprint
 from chaos.machines.model import Backend, SettingsValue
+from chaos.targets._common import apply_client_attr
 from chaos.targets.base import (
     CheckoutResult,
     ControlThreads,
@@ -243,13 +244,7 @@ class SQLAlchemySession(Session):
             elif conn.connection.dbapi_connection.autocommit:  # type: ignore[union-attr]
                 conn.execution_options(isolation_level=conn.default_isolation_level)
         else:
-            dbapi = self._dbapi()
-            if name in ("notice_handler", "notify_handler"):
-                getattr(dbapi, f"add_{name}")(value)
-            elif name == "loader":
-                dbapi.adapters.register_loader(*value)
-            else:
-                setattr(dbapi, name, value)
+            apply_client_attr(self._dbapi(), name, value)
 
     def begin(self, how: str) -> None:
         """``"begin"``: ``conn.begin()``; ``"autocommit_off"``: statements stop being committed
